@@ -1,0 +1,47 @@
+"""Alembic environment of outboxkit's own migration scripts.
+
+Used by ``outboxkit migrate`` (and ``outbox.upgrade``): the version table is
+``outboxkit_alembic_version`` so the application's ``alembic_version`` is never
+touched. Applications that merge these scripts into their own history use their
+own env.py instead; see docs/adopting.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from outbox._migrate import VERSION_TABLE, migration_names
+
+config = context.config
+names = migration_names(config.attributes)
+url = config.get_main_option("sqlalchemy.url")
+assert url is not None  # noqa: S101 - set by outbox._migrate
+opts: dict[str, Any] = {
+    "version_table": VERSION_TABLE,
+    "version_table_schema": names.schema,
+    "render_as_batch": url.startswith("sqlite"),
+}
+
+if context.is_offline_mode():
+    context.configure(url=url, literal_binds=True, **opts)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, **opts)
+        with context.begin_transaction():
+            context.run_migrations()
+    else:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                context.configure(connection=conn, **opts)
+                with context.begin_transaction():
+                    context.run_migrations()
+        finally:
+            engine.dispose()

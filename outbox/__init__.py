@@ -1,0 +1,84 @@
+"""outboxkit's write side: publish messages in the caller's transaction.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from ._envelope import Envelope, key_hash
+from ._migrate import (
+    BRANCH_LABEL,
+    VERSION_TABLE,
+    current_revision,
+    downgrade,
+    head_revision,
+    migrations_path,
+    upgrade,
+    upgrade_sql,
+)
+from ._publish import TOPIC_PATTERN, Message, publish, publish_many
+from ._redact import redact_url
+from ._serializer import JSONValue, Serializer, default_serializer
+from ._wire import decode_entry, encode_entry
+from .config import OutboxConfig
+from .errors import (
+    BrokerError,
+    ConfigError,
+    DecodeError,
+    HeadersError,
+    JsonbIncompatibleError,
+    KeyTooLongError,
+    OutboxError,
+    PayloadTooLargeError,
+    PublishError,
+    SagaError,
+    SchemaMissingError,
+    SerializationError,
+    StorageError,
+    TopicError,
+    ValidationError,
+)
+from .tables import metadata, outbox_tables
+
+__all__ = [
+    "BRANCH_LABEL",
+    "TOPIC_PATTERN",
+    "VERSION_TABLE",
+    "BrokerError",
+    "ConfigError",
+    "DecodeError",
+    "Envelope",
+    "HeadersError",
+    "JSONValue",
+    "JsonbIncompatibleError",
+    "KeyTooLongError",
+    "Message",
+    "OutboxConfig",
+    "OutboxError",
+    "PayloadTooLargeError",
+    "PublishError",
+    "SagaError",
+    "SchemaMissingError",
+    "SerializationError",
+    "Serializer",
+    "StorageError",
+    "TopicError",
+    "ValidationError",
+    "current_revision",
+    "decode_entry",
+    "default_serializer",
+    "downgrade",
+    "encode_entry",
+    "head_revision",
+    "key_hash",
+    "metadata",
+    "migrations_path",
+    "outbox_tables",
+    "publish",
+    "publish_many",
+    "redact_url",
+    "upgrade",
+    "upgrade_sql",
+]
+
+__version__ = "0.1.0"

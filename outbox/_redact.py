@@ -1,0 +1,43 @@
+"""Make URLs safe to log: the password never leaves this module."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+_MASK = "***"
+
+
+def redact_url(url: object) -> str:
+    """Return ``url`` as text with any password replaced by ``***``.
+
+    Works for SQLAlchemy URLs (``postgresql+psycopg://``, ``sqlite://``) and
+    broker URLs (``redis://``, ``rediss://``, ``unix://``); text that does not
+    parse as a URL is reduced to its scheme so nothing secret can leak.
+    """
+    text = str(url) if not hasattr(url, "render_as_string") else _render_sa(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return text
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    user = parts.username or ""
+    auth = f"{user}:{_MASK}@" if parts.password is not None else (f"{user}@" if user else "")
+    return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, parts.query, ""))
+
+
+def _render_sa(url: object) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)  # type: ignore[arg-type]
+    except ArgumentError:
+        return "<unparseable url>"

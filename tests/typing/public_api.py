@@ -1,0 +1,36 @@
+"""Type-checked by mypy (not run): realistic use of the public API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from outbox import Message, OutboxConfig, publish, publish_many
+
+
+def sync_use() -> uuid.UUID:
+    engine = create_engine("sqlite://")
+    with Session(engine) as session, session.begin():
+        publish_many(session, [Message(topic="orders.created", payload={"n": 1})])
+        return publish(
+            session,
+            "orders.created",
+            {"order_id": "o-1", "total": "9.90"},
+            key="o-1",
+            type="OrderCreated",
+            headers={"correlation_id": "c-1"},
+            delay=dt.timedelta(seconds=5),
+            config=OutboxConfig(table="outbox"),
+        )
+
+
+async def async_use() -> uuid.UUID:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with AsyncSession(engine) as session, session.begin():
+        ids: list[uuid.UUID] = await publish_many(session, [Message(topic="t", payload=None)])
+        del ids
+        return await publish(session, "orders.created", {"order_id": "o-1"}, key="o-1")
