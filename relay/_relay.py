@@ -115,6 +115,10 @@ class Relay:
         self._stopping.set()
         self.waker.interrupt()
 
+    def healthy(self, max_age_s: float) -> bool:
+        """The loop made progress (a batch, an idle check or a lease renewal) in the last ``max_age_s``."""
+        return time.monotonic() - self.last_progress < max_age_s
+
     @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called."""
