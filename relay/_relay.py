@@ -212,9 +212,10 @@ class Relay:
             # Advance the fences now, so a paused former owner is refused even
             # if there is nothing to publish yet.
             self._fences_pending = True
-            result = self.publisher.publish([], fences=self.leases.fences(sorted(view.epochs)))
-            self._fences_pending = False
-            self._observe_incarnation(result.incarnation)
+            fences = self.leases.fences(sorted(view.epochs))
+            result = self.publisher.publish([], fences=fences, incarnation=self._expected_incarnation())
+            if not self._incarnation_changed(result):
+                self._fences_pending = False
         if self.config.replay_window > dt.timedelta(0):
             self._retain(now)
         if self.metrics is not None:
@@ -258,10 +259,14 @@ class Relay:
     def _relay_batch(self, batch: list[ClaimedRow], owned: Sequence[int]) -> None:
         started = time.perf_counter()
         entries = [self._entry(row) for row in batch]
-        result = self.publisher.publish(entries, fences=self.leases.fences(owned))
-        self._fences_pending = False
+        result = self.publisher.publish(
+            entries, fences=self.leases.fences(owned), incarnation=self._expected_incarnation()
+        )
         self._broker_backoff.reset()
-        incarnation = self._observe_incarnation(result.incarnation)
+        if self._incarnation_changed(result):
+            return  # nothing was written: the next claim starts with the replayed rows
+        self._fences_pending = False
+        incarnation = None if result.incarnation is None else (self._incarnation_name, result.incarnation)
         published, failures = self._split(batch, result)
         now = _now()
         with self.engine.begin() as conn:
@@ -354,13 +359,21 @@ class Relay:
 
     # -- broker incarnation (data loss) -----------------------------------------
 
-    def _observe_incarnation(self, token: str | None) -> tuple[str, str] | None:
-        """Record the broker's incarnation; on a change, re-publish the replay window."""
-        if token is None:
-            return None
-        if token != self._incarnation:
-            self._adopt_incarnation(token)
-        return (self._incarnation_name, token)
+    def _expected_incarnation(self) -> str | None:
+        """The broker incarnation recorded in the database (read once, then cached)."""
+        if self._incarnation is None:
+            with self.engine.connect() as conn:
+                self._incarnation = conn.execute(
+                    select(relay_state.c.value).where(relay_state.c.name == self._incarnation_name)
+                ).scalar()
+        return self._incarnation
+
+    def _incarnation_changed(self, result: PublishResult) -> bool:
+        """If the broker reports another incarnation, adopt it (re-publishing the replay window)."""
+        if result.incarnation is None or result.incarnation == self._incarnation:
+            return False
+        self._adopt_incarnation(result.incarnation)
+        return True
 
     def _adopt_incarnation(self, token: str) -> None:
         now = _now()

@@ -11,8 +11,10 @@ the *fences* of the partitions the batch comes from. A broker must:
   or skipped (not attempted: an earlier entry with the same ``order_key`` was
   rejected in this batch, or the broker failed part-way);
 * report its *incarnation*: a token that changes when the broker loses its
-  data (a Redis restarted without persistence), so the relay can re-publish
-  what it relayed within its replay window;
+  data (a Redis restarted without persistence). The caller passes the token
+  it last saw; when the broker's differs it writes nothing and returns its
+  token with every entry ``SKIPPED``, so the relay can first re-publish what
+  it relayed within its replay window, in order, and only then the new rows;
 * raise :class:`~outbox.errors.BrokerError` when it cannot be reached; the relay
   then backs off and retries the batch (nothing is lost: rows are kept until
   the broker has confirmed them).
@@ -101,8 +103,17 @@ class Publisher(Protocol):
         """The broker's URL without secrets, for logs and errors."""
         ...
 
-    def publish(self, entries: Sequence[OutgoingEntry], *, fences: Sequence[Fence] = ()) -> PublishResult:
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
         """Append ``entries`` in order in one round trip, checking and advancing ``fences`` first.
+
+        ``incarnation`` is the token the caller last saw (``None``: unknown);
+        brokers without one ignore it and return ``incarnation=None``.
 
         Raises:
             FencedError: a fence is stale; nothing was written.

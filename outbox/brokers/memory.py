@@ -59,13 +59,18 @@ class MemoryBroker:
         with self.lock:
             return [fields for _, fields in self.streams.get(stream, [])]
 
-    def append(self, entries: Sequence[OutgoingEntry], fences: Sequence[Fence]) -> PublishResult:
+    def append(
+        self, entries: Sequence[OutgoingEntry], fences: Sequence[Fence], incarnation: str | None = None
+    ) -> PublishResult:
         """Apply one batch atomically (see :class:`~outbox.brokers.Publisher`)."""
         with self.lock:
             if self._failures > 0:
                 self._failures -= 1
                 msg = "memory broker: simulated outage"
                 raise BrokerError(msg)
+            if incarnation != self.incarnation:
+                skipped = [EntryOutcome(Outcome.SKIPPED) for _ in entries]
+                return PublishResult(outcomes=skipped, incarnation=self.incarnation)
             for fence in fences:
                 if self.fences.get(fence.name, -1) > fence.epoch:
                     msg = f"fence {fence.name} is at epoch {self.fences[fence.name]} > {fence.epoch}"
@@ -116,9 +121,15 @@ class MemoryPublisher:
         """``memory://<name>``."""
         return f"memory://{self._name}"
 
-    def publish(self, entries: Sequence[OutgoingEntry], *, fences: Sequence[Fence] = ()) -> PublishResult:
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
         """Append the batch (see :class:`~outbox.brokers.Publisher`)."""
-        return self.broker.append(entries, fences)
+        return self.broker.append(entries, fences, incarnation)
 
     def close(self) -> None:
         """Nothing to release."""

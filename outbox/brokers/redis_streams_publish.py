@@ -4,8 +4,10 @@ One ``EVALSHA`` per batch does, atomically on the server:
 
 1. read (or create) the *incarnation* key ``<prefix>outboxkit:incarnation``,
    a random token; a Redis that lost its data (restarted without persistence,
-   ``FLUSHALL``) no longer has it, so the relay sees a new token and
-   re-publishes its replay window;
+   ``FLUSHALL``) no longer has it. When it differs from the token the relay
+   last saw, nothing is written and the new token is returned: the relay
+   first re-publishes its replay window, then the new rows, so per-key order
+   holds in the new streams too;
 2. check every fence ``<prefix>outboxkit:fence:<name>`` against the batch's
    epochs and refuse the whole batch, writing nothing, when one is newer (the
    relay lost its lease while paused); otherwise advance them;
@@ -56,17 +58,20 @@ if not inc then
   redis.call('SET', KEYS[1], ARGV[1])
   inc = ARGV[1]
 end
-local nf = tonumber(ARGV[2])
+if inc ~= ARGV[2] then
+  return {inc, 'INCARNATION'}
+end
+local nf = tonumber(ARGV[3])
 for i = 1, nf do
   local cur = redis.call('GET', KEYS[1 + i])
-  if cur and tonumber(cur) > tonumber(ARGV[2 + i]) then
+  if cur and tonumber(cur) > tonumber(ARGV[3 + i]) then
     return {inc, 'FENCED', KEYS[1 + i], cur}
   end
 end
 for i = 1, nf do
-  redis.call('SET', KEYS[1 + i], ARGV[2 + i])
+  redis.call('SET', KEYS[1 + i], ARGV[3 + i])
 end
-local a = 3 + nf
+local a = 4 + nf
 local ne = tonumber(ARGV[a])
 a = a + 1
 local out = {inc, 'OK'}
@@ -154,12 +159,19 @@ class RedisStreamsPublisher:
         """The underlying client (used for health checks)."""
         return self._client
 
-    def publish(self, entries: Sequence[OutgoingEntry], *, fences: Sequence[Fence] = ()) -> PublishResult:
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
         """Append the batch in one ``EVALSHA`` (see the module docstring)."""
         keys = [f"{self._prefix}outboxkit:incarnation"]
         keys += [f"{self._prefix}outboxkit:fence:{f.name}" for f in fences]
         keys += [e.stream for e in entries]
-        args: list[str | int] = [self._token, len(fences), *(f.epoch for f in fences), len(entries)]
+        expected = incarnation or ""
+        args: list[str | int] = [self._token, expected, len(fences), *(f.epoch for f in fences), len(entries)]
         for entry in entries:
             args += [self._max_len, entry.order_key or "", len(entry.fields)]
             for name, value in entry.fields.items():
@@ -170,10 +182,12 @@ class RedisStreamsPublisher:
             raise BrokerError(f"Redis refused the publish script: {_first_line(exc)}") from None
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"Redis at {self._description} unavailable: {type(exc).__name__}") from None
-        return self._result(reply)
+        return self._result(reply, len(entries))
 
-    def _result(self, reply: list[bytes]) -> PublishResult:
+    def _result(self, reply: list[bytes], count: int) -> PublishResult:
         incarnation = reply[0].decode()
+        if reply[1] == b"INCARNATION":
+            return PublishResult(outcomes=[EntryOutcome(Outcome.SKIPPED)] * count, incarnation=incarnation)
         if reply[1] == b"FENCED":
             msg = f"fence {reply[2].decode()} is at epoch {reply[3].decode()}: another relay took over"
             raise FencedError(msg)

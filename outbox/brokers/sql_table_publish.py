@@ -46,8 +46,15 @@ class SqlTablePublisher:
         """The URL without its password."""
         return self._description
 
-    def publish(self, entries: Sequence[OutgoingEntry], *, fences: Sequence[Fence] = ()) -> PublishResult:
-        """Append the batch in one transaction (see the module docstring)."""
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
+        """Append the batch in one transaction (see the module docstring); no incarnation."""
+        del incarnation
         now = dt.datetime.now(dt.UTC)
         rows = [
             {"stream": e.stream, "fields": json.dumps(dict(e.fields), ensure_ascii=False), "created_at": now}
