@@ -124,6 +124,12 @@ class Relay:
         """Whether :meth:`stop` was called."""
         return self._stopping.is_set()
 
+    def close(self) -> None:
+        """Release the listener, the broker connection and the database pool (``run`` does it on exit)."""
+        self.waker.close()
+        self.publisher.close()
+        self.engine.dispose()
+
     def run(self) -> RelayStats:
         """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters."""
         check_schema(self.engine, self.tables)
@@ -152,9 +158,7 @@ class Relay:
             self.leases.leave()
         except SQLAlchemyError as exc:
             self._log.warning("relay.leave_failed", error=str(storage_error(exc, self.engine)))
-        self.waker.close()
-        self.publisher.close()
-        self.engine.dispose()
+        self.close()
         self._log.info(
             "relay.stopped",
             published=self.stats.published,

@@ -147,7 +147,6 @@ class RedisStreamsPublisher:
         self._script = self._client.register_script(_SCRIPT)
         self._prefix = key_prefix
         self._max_len = "" if max_len is None else str(max_len)
-        self._token = uuid.uuid4().hex
 
     @property
     def description(self) -> str:
@@ -171,7 +170,15 @@ class RedisStreamsPublisher:
         keys += [f"{self._prefix}outboxkit:fence:{f.name}" for f in fences]
         keys += [e.stream for e in entries]
         expected = incarnation or ""
-        args: list[str | int] = [self._token, expected, len(fences), *(f.epoch for f in fences), len(entries)]
+        # A fresh candidate each call: a key recreated after data loss never
+        # matches the token the relay knows.
+        args: list[str | int] = [
+            uuid.uuid4().hex,
+            expected,
+            len(fences),
+            *(f.epoch for f in fences),
+            len(entries),
+        ]
         for entry in entries:
             args += [self._max_len, entry.order_key or "", len(entry.fields)]
             for name, value in entry.fields.items():
