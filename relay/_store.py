@@ -40,6 +40,8 @@ from .tables import relay_state
 
 __all__ = ["ClaimedRow", "Failure", "OutboxStore"]
 
+_MAX_LISTED_PARKED = 200
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
@@ -89,22 +91,44 @@ class OutboxStore:
             o.c.attempts,
         )
 
-    def _due(self, now: dt.datetime) -> list[ColumnElement[bool]]:
+    def _due(
+        self, now: dt.datetime, parked: Sequence[tuple[str, int, int]] | None
+    ) -> list[ColumnElement[bool]]:
+        """Conditions of a claimable row; ``parked`` = (key, key_hash, id) of rows in backoff."""
         o = self.tables.outbox
-        parked = o.alias("parked")
-        blocked = exists().where(
-            parked.c.next_attempt_at > now,
-            parked.c.published_at.is_(None),
-            parked.c.key_hash == o.c.key_hash,
-            parked.c.key == o.c.key,
-            parked.c.id < o.c.id,
-        )
-        return [
+        due: list[ColumnElement[bool]] = [
             o.c.published_at.is_(None),
             o.c.available_at <= now,
             or_(o.c.next_attempt_at.is_(None), o.c.next_attempt_at <= now),
-            ~blocked,
         ]
+        if parked is None:  # too many parked keys to list: let the database anti-join
+            alias = o.alias("parked")
+            due.append(
+                ~exists().where(
+                    alias.c.next_attempt_at > now,
+                    alias.c.published_at.is_(None),
+                    alias.c.key_hash == o.c.key_hash,
+                    alias.c.key == o.c.key,
+                    alias.c.id < o.c.id,
+                )
+            )
+        else:
+            # Usually empty: then the claim is a plain index scan in id order.
+            due += [~and_(o.c.key_hash == h, o.c.key == k, o.c.id > i) for k, h, i in parked]
+        return due
+
+    def parked_keys(self, conn: Connection, *, now: dt.datetime) -> list[tuple[str, int, int]] | None:
+        """Keys with a row in backoff and the smallest such id (``None`` if more than a few hundred)."""
+        o = self.tables.outbox
+        rows = conn.execute(
+            select(o.c.key, o.c.key_hash, func.min(o.c.id))
+            .where(o.c.next_attempt_at > now, o.c.published_at.is_(None), o.c.key.is_not(None))
+            .group_by(o.c.key, o.c.key_hash)
+            .limit(_MAX_LISTED_PARKED + 1)
+        ).all()
+        if len(rows) > _MAX_LISTED_PARKED:
+            return None
+        return [(str(k), int(h), int(i)) for k, h, i in rows]
 
     def _in_partitions(self, owned: Sequence[int] | None) -> list[ColumnElement[bool]]:
         if owned is None or len(owned) == self.partitions:
@@ -116,9 +140,10 @@ class OutboxStore:
     ) -> list[ClaimedRow]:
         """The oldest due rows of the ``owned`` relay partitions (all when ``None``), in id order."""
         o = self.tables.outbox
+        parked = self.parked_keys(conn, now=now)
         query = (
             select(*self._columns)
-            .where(*self._due(now), *self._in_partitions(owned))
+            .where(*self._due(now, parked), *self._in_partitions(owned))
             .order_by(o.c.id)
             .limit(limit)
         )
@@ -127,7 +152,8 @@ class OutboxStore:
     def has_due(self, conn: Connection, *, now: dt.datetime) -> bool:
         """Whether any row of any partition is due (``--once`` exits when none is)."""
         o = self.tables.outbox
-        return conn.execute(select(o.c.id).where(*self._due(now)).limit(1)).first() is not None
+        due = self._due(now, self.parked_keys(conn, now=now))
+        return conn.execute(select(o.c.id).where(*due).limit(1)).first() is not None
 
     def complete(
         self,

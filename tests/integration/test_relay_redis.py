@@ -60,7 +60,7 @@ def test_relay_visibility_gap_late_commit_is_relayed(pg_url: str, redis_url: str
     engine.dispose()
     ids = [f["id"] for f in redis_entries(redis_client, [stream])]
     assert ids == [*later, str(late_id)]
-    assert outbox_count(pg_url, "1=1") == 21 - 21 or outbox_count(pg_url) == 0
+    assert outbox_count(pg_url) == 0
 
 
 def test_relay_redis_rejection_dead_letters_and_retry_keeps_key_order(
@@ -80,10 +80,12 @@ def test_relay_redis_rejection_dead_letters_and_retry_keeps_key_order(
         Relay(cfg).run()
     assert _xlen(redis_client, f"{stream_prefix}good") == 1
     rejected = [e for e in logs if e["event"] == "relay.message_rejected"]
-    assert rejected and "WRONGTYPE" in rejected[0]["error"]
+    assert rejected
+    assert "WRONGTYPE" in rejected[0]["error"]
     listed = run_cli("dead-letters", "list", "--db", pg_url)
     assert listed.returncode == 0
-    assert "WRONGTYPE" in listed.stdout and "\tbad\t" in listed.stdout
+    assert "WRONGTYPE" in listed.stdout
+    assert "\tbad\t" in listed.stdout
     # A later message of the same key is waiting when the dead letter is retried.
     with engine.begin() as conn:
         outbox.publish(conn, "bad", {"seq": 2}, key="k", delay=dt.timedelta(seconds=0.5))
@@ -101,7 +103,8 @@ def test_relay_redis_rejection_dead_letters_and_retry_keeps_key_order(
     assert row.retried_by == "alice"
     assert row.retried_at is not None
     purge = run_cli("dead-letters", "purge", "--all", "--db", pg_url)
-    assert purge.returncode == 0 and "purged 1" in purge.stdout
+    assert purge.returncode == 0
+    assert "purged 1" in purge.stdout
     engine.dispose()
 
 
@@ -159,7 +162,8 @@ def test_relay_leases_rebalance_when_relays_join_and_leave(pg_url: str) -> None:
     a.leave()
     view = b.refresh(now=now)
     assert sorted(view.epochs) == list(range(8))
-    assert view.epochs[0] == 2 and view.epochs[1] == 2  # a's (epoch 1 -> 2) and b's own renewed at 2
+    assert view.epochs[0] == 2  # a's partition: taken over, epoch 1 -> 2
+    assert view.epochs[1] == 2  # b's own: renewed, still the epoch b took it at
     engine.dispose()
 
 
