@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import pytest
 import redis
@@ -63,11 +64,7 @@ class RelayProcess:
         self.wait(10)
 
     def events(self) -> list[dict[str, object]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
 
 @contextmanager
@@ -118,7 +115,7 @@ class Writers:
             time.sleep(0.002)
         engine.dispose()
 
-    def __enter__(self) -> Writers:
+    def __enter__(self) -> Self:
         for t in self._threads:
             t.start()
         return self
@@ -290,7 +287,7 @@ def test_relay_metrics_and_healthz(pg_url: str, redis_url: str, stream_prefix: s
     try:
 
         def scrape() -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
                 return resp.read().decode()
 
         def ready() -> bool:
@@ -304,7 +301,7 @@ def test_relay_metrics_and_healthz(pg_url: str, redis_url: str, stream_prefix: s
         for name in ("outboxkit_relay_backlog_rows", "outboxkit_relay_oldest_age_seconds",
                      "outboxkit_relay_rows_behind_parked_key", "outboxkit_relay_batch_duration_seconds_bucket"):  # fmt: skip
             assert name in body
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
             assert resp.status == 200
         proc.signal(signal.SIGTERM)
         assert proc.wait(10) == 0
