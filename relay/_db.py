@@ -19,12 +19,14 @@ __all__ = ["check_schema", "make_engine", "storage_error"]
 
 
 def make_engine(url: str) -> Engine:
-    """A sync engine for ``url`` that survives server restarts (pre-ping, recycled pool)."""
+    """A sync engine for ``url`` that survives server restarts (invalidated on disconnect, recycled)."""
     try:
         if url.startswith("sqlite"):
             # A relay and the application write the same file: wait for locks, don't fail.
-            return create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=True)
-        return create_engine(url, pool_pre_ping=True, pool_size=3, max_overflow=2)
+            return create_engine(url, connect_args={"timeout": 30})
+        # No pre-ping (a round trip per checkout): a connection that fails with a
+        # disconnect error is invalidated by SQLAlchemy and the loop retries.
+        return create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from outbox import BrokerError, FencedError, encode_entry
@@ -174,10 +174,8 @@ class Relay:
             if time.monotonic() >= self._next_housekeeping or not self.leases.view.valid():
                 self._housekeeping()
             owned = sorted(self.leases.view.epochs)
-            batch = self.store_claim(owned) if owned and self.leases.view.valid() else []
-            if batch:
-                self._relay_batch(batch, owned)
-            else:
+            relayed = bool(owned) and self.leases.view.valid() and self._claim_and_relay(owned)
+            if not relayed:
                 self._idle()
             self._db_backoff.reset()
         except FencedError as exc:
@@ -195,6 +193,16 @@ class Relay:
             self._log.warning("relay.database_unavailable", error=str(error), delay_s=round(delay, 3))
             self._count_failure("database")
             self._sleep(delay)
+
+    def _claim_and_relay(self, owned: Sequence[int]) -> bool:
+        """Claim, publish and mark one batch on one connection; False if nothing was due."""
+        with self.engine.connect() as conn:
+            batch = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
+            if not batch:
+                conn.rollback()
+                return False
+            self._relay_batch(batch, owned, conn=conn)
+        return True
 
     def store_claim(self, owned: Sequence[int]) -> list[ClaimedRow]:
         """Claim the next batch of the ``owned`` partitions."""
@@ -260,7 +268,13 @@ class Relay:
 
     # -- one batch -----------------------------------------------------------
 
-    def _relay_batch(self, batch: list[ClaimedRow], owned: Sequence[int]) -> None:
+    def _relay_batch(
+        self, batch: list[ClaimedRow], owned: Sequence[int], *, conn: Connection | None = None
+    ) -> None:
+        if conn is None:
+            with self.engine.connect() as own:
+                self._relay_batch(batch, owned, conn=own)
+            return
         started = time.perf_counter()
         entries = [self._entry(row) for row in batch]
         result = self.publisher.publish(
@@ -268,20 +282,16 @@ class Relay:
         )
         self._broker_backoff.reset()
         if self._incarnation_changed(result):
+            conn.rollback()
             return  # nothing was written: the next claim starts with the replayed rows
         self._fences_pending = False
         incarnation = None if result.incarnation is None else (self._incarnation_name, result.incarnation)
         published, failures = self._split(batch, result)
         now = _now()
-        with self.engine.begin() as conn:
-            done = self.store.complete(
-                conn,
-                published,
-                keep=self.config.replay_window > dt.timedelta(0),
-                now=now,
-                incarnation=incarnation,
-            )
-            dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
+        keep = self.config.replay_window > dt.timedelta(0)
+        done = self.store.complete(conn, published, keep=keep, now=now, incarnation=incarnation)
+        dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
+        conn.commit()
         if self._notify and len(batch) == self.config.batch_size:
             self.leases.set_idle(False, now=now)  # a backlog: writers need not NOTIFY
         self._account(batch, published, failures, dead, done, started)

@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Text,
     and_,
+    any_,
+    bindparam,
     cast,
     delete,
     exists,
@@ -32,6 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from outbox.tables import OutboxTables
@@ -147,7 +151,7 @@ class OutboxStore:
             .order_by(o.c.id)
             .limit(limit)
         )
-        return [ClaimedRow(*row) for row in conn.execute(query)]
+        return [ClaimedRow(*row) for row in conn.execute(query).all()]
 
     def has_due(self, conn: Connection, *, now: dt.datetime) -> bool:
         """Whether any row of any partition is due (``--once`` exits when none is)."""
@@ -174,7 +178,7 @@ class OutboxStore:
         if not published:
             return 0
         o = self.tables.outbox
-        where: list[ColumnElement[bool]] = [o.c.id.in_([r.id for r in published])]
+        where: list[ColumnElement[bool]] = [_id_in(o.c.id, [r.id for r in published], conn)]
         if incarnation is not None:
             name, token = incarnation
             where.append(exists().where(relay_state.c.name == name, relay_state.c.value == token))
@@ -264,3 +268,10 @@ class OutboxStore:
             ),
         )
         return int(conn.execute(query).scalar_one())
+
+
+def _id_in(column: ColumnElement[int], ids: list[int], conn: Connection) -> ColumnElement[bool]:
+    """``id = ANY(:ids)`` on PostgreSQL (one array parameter, one cached plan), ``IN (...)`` elsewhere."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("ids", ids, type_=postgresql.ARRAY(BigInteger())))
+    return column.in_(ids)
