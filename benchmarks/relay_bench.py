@@ -90,9 +90,10 @@ def raw_loop(url: str, redis_url: str, stream: str, batch: int) -> float:
             pipe = client.pipeline(transaction=False)
             for r in rows:
                 # The same wire fields the relay writes (docs/wire-format.md).
-                pipe.xadd(stream, {"specversion": "1.0", "id": str(r[1]), "type": r[2], "source": r[3],
-                                   "time": r[5].isoformat(), "datacontenttype": "application/json",
-                                   "topic": r[6], "headers": r[7], "data": r[8], "subject": r[4]})  # fmt: skip
+                fields = {"specversion": "1.0", "id": str(r[1]), "type": r[2], "source": r[3],
+                          "time": r[5].isoformat(), "datacontenttype": "application/json",
+                          "topic": r[6], "headers": r[7], "data": r[8], "subject": r[4]}  # fmt: skip
+                pipe.xadd(stream, fields)
             pipe.execute()
             conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
             conn.commit()
