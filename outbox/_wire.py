@@ -37,7 +37,8 @@ def format_time(value: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds and a ``Z`` suffix."""
     if value.tzinfo is None:  # SQLite hands back naive UTC datetimes
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; same text.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def encode_entry(

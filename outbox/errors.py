@@ -16,7 +16,8 @@ builtins are mixed in where callers already expect them::
     ├── StorageError                     database unreachable or refusing
     │   └── SchemaMissingError           toolkit tables not created yet
     ├── BrokerError                      broker unreachable or refusing
-    │   └── PublishError                 the broker rejected a message
+    │   ├── PublishError                 the broker rejected a message
+    │   └── FencedError                  a newer relay owns the partition (stale lease)
     └── SagaError                        saga definition or state problem
 
 The class docstring is the default message, so ``raise SchemaMissingError()``
@@ -31,6 +32,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "DecodeError",
+    "FencedError",
     "HeadersError",
     "JsonbIncompatibleError",
     "KeyTooLongError",
@@ -103,6 +105,10 @@ class BrokerError(OutboxError):
 
 class PublishError(BrokerError):
     """The broker rejected the message."""
+
+
+class FencedError(BrokerError):
+    """The broker refused a batch: another relay has taken over its partition."""
 
 
 class SagaError(OutboxError):

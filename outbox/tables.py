@@ -28,10 +28,13 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    cast,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .config import DEFAULT_TABLE, OutboxConfig
@@ -73,6 +76,14 @@ class JSONText(TypeDecorator[str]):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(_RawJSONB())  # type: ignore[arg-type]
         return dialect.type_descriptor(Text())
+
+    def bind_expression(self, bindvalue: BindParameter[str]) -> ColumnElement[str]:
+        """Bind the JSON text as text and let the database parse it: ``CAST(:v AS JSONB)``.
+
+        Without this the psycopg dialect wraps the value in ``Jsonb(...)`` and
+        PostgreSQL stores a JSON *string* holding the document's text.
+        """
+        return cast(type_coerce(bindvalue, Text()), self)
 
 
 class _RawJSONB(JSONB):

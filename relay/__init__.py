@@ -1,9 +1,36 @@
-"""The relay: forwards committed outbox rows to the broker.
+"""The relay: forwards committed outbox rows to the broker, at least once, in per-key order.
 
-The daemon arrives with the relay issue; this package currently holds the
-``outboxkit`` command line (``relay.cli``).
+.. versionadded:: 0.1
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PARTITIONS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REPLAY_WINDOW,
+    DEFAULT_RETRY_BASE,
+    DEFAULT_RETRY_MAX,
+    RelayConfig,
+)
+from ._metrics import MetricsServer, RelayMetrics
+from ._relay import Relay, RelayStats
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_REPLAY_WINDOW",
+    "DEFAULT_RETRY_BASE",
+    "DEFAULT_RETRY_MAX",
+    "MetricsServer",
+    "Relay",
+    "RelayConfig",
+    "RelayMetrics",
+    "RelayStats",
+]

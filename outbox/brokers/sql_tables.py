@@ -23,7 +23,7 @@ from sqlalchemy import (
 
 from outbox.tables import metadata
 
-__all__ = ["stream_entry", "stream_group", "stream_pending"]
+__all__ = ["stream_entry", "stream_fence", "stream_group", "stream_pending"]
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -60,3 +60,13 @@ stream_pending = Table(
     PrimaryKeyConstraint("stream", "group_name", "entry_id", name="pk_outboxkit_stream_pending"),
 )
 Index("ix_outboxkit_stream_pending_delivered_at", stream_pending.c.delivered_at)
+
+# Relay fencing (revision 0003_relay): the newest lease epoch seen per relay
+# partition; a batch carrying an older epoch is refused.
+stream_fence = Table(
+    "outboxkit_stream_fence",
+    metadata,
+    Column("name", String(512), nullable=False),
+    Column("epoch", _ID, nullable=False),
+    PrimaryKeyConstraint("name", name="pk_outboxkit_stream_fence"),
+)

@@ -10,8 +10,11 @@ import typer
 from outbox import OutboxError, __version__
 
 from ._context import CliState
+from ._dead_letters_cmd import app as dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
+from ._relay_cmd import relay
+from ._status_cmd import status
 
 EXIT_USAGE = 2
 # Typer >= 0.29 vendors Click under typer._click; older releases use click.
@@ -32,6 +35,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command(name="migrate")(migrate)
+app.command(name="relay")(relay)
+app.command(name="status")(status)
+app.add_typer(dead_letters_app, name="dead-letters")
 
 
 def _version(value: bool) -> None:

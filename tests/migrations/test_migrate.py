@@ -10,13 +10,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import outbox
+import relay.tables  # noqa: F401 - registers the relay tables on outbox.metadata
 from tests._cli import run_cli
 
 TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
     "outboxkit_alembic_version",
+    "outboxkit_relay_lease",
+    "outboxkit_relay_member",
+    "outboxkit_relay_state",
     "outboxkit_stream_entry",
+    "outboxkit_stream_fence",
     "outboxkit_stream_group",
     "outboxkit_stream_pending",
 }

@@ -1,0 +1,90 @@
+"""Settings of the relay: defaults are named constants, validated on construction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from outbox import ConfigError, OutboxConfig
+from outbox.brokers import StreamLayout
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_REPLAY_WINDOW",
+    "DEFAULT_RETRY_BASE",
+    "DEFAULT_RETRY_MAX",
+    "RelayConfig",
+]
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_POLL_INTERVAL = dt.timedelta(seconds=0.5)
+DEFAULT_PARTITIONS = 16
+DEFAULT_LEASE_TTL = dt.timedelta(seconds=10)
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_RETRY_BASE = dt.timedelta(seconds=1)
+DEFAULT_RETRY_MAX = dt.timedelta(minutes=5)
+DEFAULT_REPLAY_WINDOW = dt.timedelta(minutes=1)
+MAX_BATCH_SIZE = 10_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelayConfig:
+    """How a relay runs.
+
+    Attributes:
+        database_url: SQLAlchemy URL of the database holding the outbox.
+        broker_url: ``redis://``, ``rediss://``, ``unix://``, ``memory://`` or a SQLAlchemy URL.
+        outbox: outbox table names (must match the writers').
+        layout: topic -> stream mapping (must match the consumers').
+        batch_size: rows per claim and per broker round trip.
+        poll_interval: longest sleep when idle (LISTEN/NOTIFY wakes earlier on PostgreSQL).
+        partitions: relay partitions of the key space; fixed when the first relay starts.
+        lease_ttl: a partition lease not renewed for this long may be taken over.
+        max_attempts: broker rejections of one message before it becomes a dead letter.
+        retry_base / retry_max: backoff of a rejected message (exponential, jitter, capped).
+        replay_window: keep published rows this long and re-publish them if the
+            broker loses its data; zero deletes rows as soon as they are published.
+        max_len: approximate ``MAXLEN`` of Redis streams (``None``: unbounded).
+        listen: use LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
+        relay_id: this relay's name in leases and logs (default ``host-pid-random``).
+        once: drain what is due and exit.
+
+    .. versionadded:: 0.1
+    """
+
+    database_url: str
+    broker_url: str
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    layout: StreamLayout = field(default_factory=StreamLayout)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    poll_interval: dt.timedelta = DEFAULT_POLL_INTERVAL
+    partitions: int = DEFAULT_PARTITIONS
+    lease_ttl: dt.timedelta = DEFAULT_LEASE_TTL
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_base: dt.timedelta = DEFAULT_RETRY_BASE
+    retry_max: dt.timedelta = DEFAULT_RETRY_MAX
+    replay_window: dt.timedelta = DEFAULT_REPLAY_WINDOW
+    max_len: int | None = None
+    listen: bool = True
+    relay_id: str | None = None
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch size must be 1..{MAX_BATCH_SIZE}")
+        _check(1 <= self.partitions <= 1024, "partitions must be 1..1024")  # noqa: PLR2004
+        _check(self.max_attempts >= 1, "max attempts must be at least 1")
+        _check(self.poll_interval > dt.timedelta(0), "poll interval must be positive")
+        _check(self.lease_ttl >= dt.timedelta(seconds=1), "lease TTL must be at least 1 second")
+        _check(dt.timedelta(0) < self.retry_base <= self.retry_max, "need 0 < retry base <= retry max")
+        _check(self.replay_window >= dt.timedelta(0), "replay window must not be negative")
+        _check(self.max_len is None or self.max_len > 0, "stream max length must be positive")
+        _check(self.relay_id is None or 0 < len(self.relay_id) <= 200, "relay id must be 1..200 characters")  # noqa: PLR2004
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

@@ -1,0 +1,66 @@
+"""Engine creation, schema checks and driver-error conversion for the relay.
+
+Every database error the relay sees passes through :func:`storage_error`, the
+one boundary where driver exceptions become :class:`~outbox.errors.StorageError`
+(with the URL's password masked).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from outbox import ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox.tables import OutboxTables
+
+from .tables import relay_lease, relay_member, relay_state
+
+__all__ = ["check_schema", "make_engine", "storage_error"]
+
+
+def make_engine(url: str) -> Engine:
+    """A sync engine for ``url`` that survives server restarts (invalidated on disconnect, recycled)."""
+    try:
+        if url.startswith("sqlite"):
+            # A relay and the application write the same file: wait for locks, don't fail.
+            return create_engine(url, connect_args={"timeout": 30})
+        # No pre-ping (a round trip per checkout): a connection that fails with a
+        # disconnect error is invalidated by SQLAlchemy and the loop retries.
+        return create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
+        raise ConfigError(msg) from None
+
+
+def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
+    """Convert a driver error to :class:`StorageError` with a safe message."""
+    where = redact_url(engine.url)
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    if "no such table" in text or ("does not exist" in text and "relation" in text):
+        return SchemaMissingError(f"outboxkit tables missing in {where}: run `outboxkit migrate --db URL`")
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return StorageError(f"database {where} failed: {type(orig).__name__}: {_mask(first, engine)}")
+
+
+def _mask(text: str, engine: Engine) -> str:
+    password = engine.url.password
+    return text.replace(str(password), "***") if password else text
+
+
+def check_schema(engine: Engine, tables: OutboxTables) -> None:
+    """Raise :class:`SchemaMissingError` unless the outbox and relay tables exist."""
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            needed = [(t.name, t.schema) for t in (tables.outbox, tables.dead_letter)]
+            needed += [(t.name, None) for t in (relay_lease, relay_member, relay_state)]
+            missing = [name for name, schema in needed if not inspector.has_table(name, schema=schema)]
+    except DBAPIError as exc:
+        raise storage_error(exc, engine) from None
+    if missing:
+        msg = (
+            f"table {missing[0]!r} is missing in {redact_url(engine.url)}:"
+            " run `outboxkit migrate --db URL` (upgrade to the latest revision)"
+        )
+        raise SchemaMissingError(msg)

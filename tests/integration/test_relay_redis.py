@@ -1,0 +1,281 @@
+"""The relay against real PostgreSQL and Redis: gap, rejection, fencing, data loss, outages, leases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+from structlog.testing import capture_logs
+
+import outbox
+from outbox.brokers import Fence, OutgoingEntry, StreamLayout
+from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
+from relay import Relay, RelayConfig
+from relay._leases import LeaseManager
+from tests._cli import run_cli
+from tests._relay_support import (
+    assert_complete_and_ordered,
+    outbox_count,
+    redis_entries,
+    relay_thread,
+    seq_of,
+    wait_until,
+    write_events,
+)
+
+
+def _config(db: str, broker: str, prefix: str, **kw: object) -> RelayConfig:
+    defaults: dict[str, object] = {
+        "database_url": db,
+        "broker_url": broker,
+        "layout": StreamLayout(prefix=prefix),
+        "poll_interval": dt.timedelta(seconds=0.05),
+    }
+    return RelayConfig(**{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def _xlen(client: redis.Redis, stream: str) -> int:
+    return int(client.xlen(stream))
+
+
+def test_relay_visibility_gap_late_commit_is_relayed(pg_url: str, redis_url: str, stream_prefix: str,
+                                                     redis_client: redis.Redis) -> None:  # fmt: skip
+    """A transaction holding a smaller id that commits after larger ids were relayed is still relayed."""
+    engine = create_engine(pg_url, poolclass=NullPool)
+    slow = engine.connect()
+    slow_tx = slow.begin()
+    late_id = outbox.publish(slow, "orders", {"seq": -1}, key="late")  # takes the smallest id, uncommitted
+    stream = f"{stream_prefix}orders"
+    with relay_thread(_config(pg_url, redis_url, stream_prefix)):
+        later = write_events(pg_url, 20)
+        wait_until(lambda: _xlen(redis_client, stream) == 20)
+        slow_tx.commit()
+        wait_until(lambda: _xlen(redis_client, stream) == 21)
+    slow.close()
+    engine.dispose()
+    ids = [f["id"] for f in redis_entries(redis_client, [stream])]
+    assert ids == [*later, str(late_id)]
+    assert outbox_count(pg_url) == 0
+
+
+def test_relay_redis_rejection_dead_letters_and_retry_keeps_key_order(
+    pg_url: str, redis_url: str, stream_prefix: str, redis_client: redis.Redis
+) -> None:
+    """An entry Redis refuses (WRONGTYPE) is retried, dead-lettered; `dead-letters retry` relays it before later rows of its key."""
+    redis_client.set(f"{stream_prefix}bad", "not a stream")
+    engine = create_engine(pg_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        outbox.publish(conn, "bad", {"seq": 0}, key="k")
+        outbox.publish(conn, "good", {"seq": 1}, key="other")
+    cfg = _config(pg_url, redis_url, stream_prefix, max_attempts=2, retry_base=dt.timedelta(seconds=0.1),
+                  retry_max=dt.timedelta(seconds=0.1), once=True)  # fmt: skip
+    with capture_logs() as logs:
+        Relay(cfg).run()
+        time.sleep(0.15)
+        Relay(cfg).run()
+    assert _xlen(redis_client, f"{stream_prefix}good") == 1
+    rejected = [e for e in logs if e["event"] == "relay.message_rejected"]
+    assert rejected
+    assert "WRONGTYPE" in rejected[0]["error"]
+    listed = run_cli("dead-letters", "list", "--db", pg_url)
+    assert listed.returncode == 0
+    assert "WRONGTYPE" in listed.stdout
+    assert "\tbad\t" in listed.stdout
+    # A later message of the same key is waiting when the dead letter is retried.
+    with engine.begin() as conn:
+        outbox.publish(conn, "bad", {"seq": 2}, key="k", delay=dt.timedelta(seconds=0.5))
+    dry = run_cli("dead-letters", "retry", "--all", "--dry-run", "--db", pg_url)
+    assert dry.returncode == 0, dry.stderr
+    assert "would retry 1" in dry.stdout
+    redis_client.delete(f"{stream_prefix}bad")
+    done = run_cli("dead-letters", "retry", "--all", "--by", "alice", "--db", pg_url)
+    assert done.returncode == 0, done.stderr
+    time.sleep(0.6)
+    Relay(cfg).run()
+    assert [seq_of(f) for f in redis_entries(redis_client, [f"{stream_prefix}bad"])] == [0, 2]
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT retried_by, retried_at FROM outbox_dead_letter")).one()
+    assert row.retried_by == "alice"
+    assert row.retried_at is not None
+    purge = run_cli("dead-letters", "purge", "--all", "--db", pg_url)
+    assert purge.returncode == 0
+    assert "purged 1" in purge.stdout
+    engine.dispose()
+
+
+def test_relay_fence_refuses_a_stale_batch_atomically(redis_url: str, stream_prefix: str,
+                                                      redis_client: redis.Redis) -> None:  # fmt: skip
+    """After epoch 2 was seen, a batch fenced at epoch 1 writes nothing; epoch 2 and newer go through."""
+    publisher = RedisStreamsPublisher(redis_url, key_prefix=stream_prefix)
+    stream = f"{stream_prefix}orders"
+    entry = OutgoingEntry(stream, {"id": "x"}, order_key="k")
+    token = publisher.publish([]).incarnation  # learn the broker's incarnation
+    publisher.publish([], fences=[Fence("outbox:3", 2)], incarnation=token)
+    with pytest.raises(outbox.FencedError):
+        publisher.publish([entry], fences=[Fence("outbox:3", 1)], incarnation=token)
+    assert _xlen(redis_client, stream) == 0
+    publisher.publish([entry], fences=[Fence("outbox:3", 2)], incarnation=token)
+    publisher.publish([entry], fences=[Fence("outbox:3", 3)], incarnation=token)
+    assert _xlen(redis_client, stream) == 2
+    publisher.close()
+
+
+def test_relay_paused_past_its_lease_is_fenced(pg_url: str, redis_url: str, stream_prefix: str,
+                                               redis_client: redis.Redis) -> None:  # fmt: skip
+    """A relay whose lease was taken over while it held a claimed batch cannot publish that batch."""
+    write_events(pg_url, 10)
+    ttl = dt.timedelta(seconds=1)
+    stale = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="a-stale"))
+    stale.leases.ensure_partitions()
+    stale.leases.refresh(now=dt.datetime.now(dt.UTC))
+    owned = sorted(stale.leases.view.epochs)
+    batch = stale.store_claim(owned)  # claimed ... then "paused"
+    time.sleep(1.2)
+    newer = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="b-new", once=True))
+    newer.run()  # takes every partition over (epoch + 1) and publishes
+    stream = f"{stream_prefix}orders"
+    assert _xlen(redis_client, stream) == 10
+    stale.leases.view.valid_until = time.monotonic() + 60  # it still believes its lease
+    with pytest.raises(outbox.FencedError):
+        stale._relay_batch(batch, owned)
+    assert _xlen(redis_client, stream) == 10
+    stale.close()
+
+
+def test_relay_leases_rebalance_when_relays_join_and_leave(pg_url: str) -> None:
+    """A second relay gets half the partitions; when the first leaves, the second takes all with new epochs."""
+    engine = create_engine(pg_url)
+    ttl = dt.timedelta(seconds=5)
+    a = LeaseManager(engine, scope="outbox", relay_id="a", partitions=8, ttl=ttl)
+    b = LeaseManager(engine, scope="outbox", relay_id="b", partitions=8, ttl=ttl)
+    a.ensure_partitions()
+    now = dt.datetime.now(dt.UTC)
+    assert sorted(a.refresh(now=now).epochs) == list(range(8))
+    assert b.refresh(now=now).epochs == {}  # joined; a still holds everything
+    assert sorted(a.refresh(now=now).epochs) == [0, 2, 4, 6]  # a releases b's share
+    assert sorted(b.refresh(now=now).epochs) == [1, 3, 5, 7]
+    a.leave()
+    view = b.refresh(now=now)
+    assert sorted(view.epochs) == list(range(8))
+    assert view.epochs[0] == 2  # a's partition: taken over, epoch 1 -> 2
+    assert view.epochs[1] == 2  # b's own: renewed, still the epoch b took it at
+    engine.dispose()
+
+
+def test_relay_dead_relay_partitions_taken_after_ttl(pg_url: str) -> None:
+    """Partitions of a relay that stopped heartbeating are taken over once its lease expires."""
+    engine = create_engine(pg_url)
+    ttl = dt.timedelta(seconds=2)
+    a = LeaseManager(engine, scope="outbox", relay_id="a", partitions=4, ttl=ttl)
+    b = LeaseManager(engine, scope="outbox", relay_id="b", partitions=4, ttl=ttl)
+    a.ensure_partitions()
+    t0 = dt.datetime.now(dt.UTC)
+    a.refresh(now=t0)
+    b.refresh(now=t0)
+    a.refresh(now=t0)
+    b.refresh(now=t0)
+    assert sorted(b.view.epochs) == [1, 3]
+    later = t0 + dt.timedelta(seconds=3)  # a is silent past its TTL
+    assert sorted(b.refresh(now=later).epochs) == [0, 1, 2, 3]
+    engine.dispose()
+
+
+def test_relay_notify_wakes_an_idle_relay_quickly(pg_url: str, redis_url: str, stream_prefix: str,
+                                                  redis_client: redis.Redis) -> None:  # fmt: skip
+    """With LISTEN/NOTIFY an idle relay polling every 10 s relays a new commit within a second."""
+    cfg = _config(pg_url, redis_url, stream_prefix, poll_interval=dt.timedelta(seconds=10))
+    stream = f"{stream_prefix}orders"
+    with relay_thread(cfg) as daemon:
+        wait_until(lambda: bool(daemon.leases.view.epochs))
+        time.sleep(0.5)  # let it go idle
+        for i in range(3):
+            started = time.monotonic()
+            write_events(pg_url, 1, start=i)
+            wait_until(lambda n=i + 1: _xlen(redis_client, stream) == n, timeout=5)
+            assert time.monotonic() - started < 1.0
+            time.sleep(0.2)
+
+
+def test_relay_redis_restart_without_persistence_republishes(
+    pg_url: str, redis_server_factory: object, stream_prefix: str
+) -> None:
+    """Redis restarted with no persistence loses its streams; the relay re-publishes the replay window by itself."""
+    server = redis_server_factory(persistence="none")  # type: ignore[operator]
+    client = redis.Redis.from_url(server.url)
+    stream = f"{stream_prefix}orders"
+    ids = write_events(pg_url, 200)
+    cfg = _config(pg_url, server.url, stream_prefix, replay_window=dt.timedelta(minutes=5))
+    with capture_logs() as logs, relay_thread(cfg):
+        wait_until(lambda: _xlen(client, stream) == 200)
+        server.restart()
+        more = write_events(pg_url, 50, start=200)
+        wait_until(lambda: _safe_xlen(client, stream) == 250, timeout=30)
+    assert_complete_and_ordered(redis_entries(client, [stream]), ids + more)
+    assert any(e["event"] == "relay.broker_data_lost" for e in logs)
+    client.close()
+
+
+def _safe_xlen(client: redis.Redis, stream: str) -> int:
+    try:
+        return int(client.xlen(stream))
+    except redis.RedisError:
+        return -1
+
+
+def test_relay_survives_redis_outage_and_resumes(pg_url: str, redis_server_factory: object,
+                                                 stream_prefix: str) -> None:  # fmt: skip
+    """Redis stopped for a while: the relay backs off, keeps the rows, and resumes when Redis is back."""
+    server = redis_server_factory(persistence="aof")  # type: ignore[operator]
+    client = redis.Redis.from_url(server.url)
+    stream = f"{stream_prefix}orders"
+    first = write_events(pg_url, 50)
+    with capture_logs() as logs, relay_thread(_config(pg_url, server.url, stream_prefix)):
+        wait_until(lambda: _safe_xlen(client, stream) == 50)
+        server.stop()
+        during = write_events(pg_url, 50, start=50)
+        time.sleep(1.5)
+        assert outbox_count(pg_url) == 50  # kept while the broker is down
+        server.start()
+        wait_until(lambda: _safe_xlen(client, stream) == 100, timeout=30)
+    assert_complete_and_ordered(redis_entries(client, [stream]), first + during)
+    assert any(e["event"] == "relay.publish_failed" for e in logs)
+    client.close()
+
+
+def test_relay_survives_postgres_restart(pg_server_factory: object, redis_url: str, stream_prefix: str,
+                                         redis_client: redis.Redis) -> None:  # fmt: skip
+    """PostgreSQL restarted under the relay: it reconnects and relays what is committed afterwards."""
+    server = pg_server_factory(durable=True)  # type: ignore[operator]
+    url = server.create_database("app")
+    outbox.upgrade(url)
+    stream = f"{stream_prefix}orders"
+    first = write_events(url, 30)
+    with capture_logs() as logs, relay_thread(_config(url, redis_url, stream_prefix)):
+        wait_until(lambda: _xlen(redis_client, stream) == 30)
+        server.restart()
+        after = write_events(url, 30, start=30)
+        wait_until(lambda: _xlen(redis_client, stream) == 60, timeout=30)
+    assert_complete_and_ordered(redis_entries(redis_client, [stream]), first + after)
+    del logs
+
+
+def test_relay_password_never_logged(pg_url: str, redis_server_factory: object, stream_prefix: str) -> None:
+    """A Redis password in the broker URL appears in no log event."""
+    server = redis_server_factory(password="s3cret-pw")  # type: ignore[operator]
+    write_events(pg_url, 5)
+    cfg = _config(pg_url, server.url, stream_prefix, once=True)
+    with capture_logs() as logs:
+        Relay(cfg).run()
+    assert "s3cret-pw" not in repr(logs)
+    bad = _config(pg_url, server.url.replace("s3cret-pw", "wrong-pw"), stream_prefix, once=True)
+    done = threading.Event()
+    with capture_logs() as logs, relay_thread(bad) as daemon:
+        wait_until(lambda: any(e["event"] == "relay.publish_failed" for e in logs), timeout=10)
+        done.set()
+        del daemon
+    assert "wrong-pw" not in repr(logs)
