@@ -8,6 +8,8 @@ consumers) live here, so relay and inbox never import each other.
 
 from __future__ import annotations
 
+from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
+from ._subscriber import Delivery, GroupStatus, Subscriber
 
-__all__ = ["MAX_PARTITIONS", "StreamLayout"]
+__all__ = ["MAX_PARTITIONS", "Delivery", "GroupStatus", "StreamLayout", "Subscriber", "connect_subscriber"]
