@@ -335,6 +335,7 @@ class Dispatcher:
             outcomes = []
             for item in run:
                 if str(item.message.id) in fresh:
+                    fresh.discard(str(item.message.id))  # the same id twice in one batch runs once
                     handler: SyncHandler = item.spec.func  # type: ignore[assignment]
                     handler(item.message, session)
                     outcomes.append(Outcome.PROCESSED)
@@ -355,6 +356,7 @@ class Dispatcher:
             outcomes = []
             for item in run:
                 if str(item.message.id) in fresh:
+                    fresh.discard(str(item.message.id))
                     handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
                     await handler(item.message, session)
                     outcomes.append(Outcome.PROCESSED)

@@ -105,8 +105,9 @@ def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> Envelope:
     if spec != SPEC_VERSION:
         msg = f"unsupported specversion {spec!r}"
         raise DecodeError(msg)
+    id_text = _req(fields, "id")  # outside the try: DecodeError is a ValueError too
     try:
-        message_id = uuid.UUID(_req(fields, "id"))
+        message_id = uuid.UUID(id_text)
     except ValueError as exc:
         msg = "field 'id' is not a UUID"
         raise DecodeError(msg) from exc
