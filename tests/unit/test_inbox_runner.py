@@ -78,7 +78,7 @@ async def test_runner_applies_repeated_message_once() -> None:
 
 
 async def test_runner_dead_letters_failing_message_and_goes_on() -> None:
-    """A handler that keeps raising is retried to the limit and dead-lettered with its error; the rest commit."""
+    """A handler that keeps raising is retried to the limit, then dead-lettered; the rest commit."""
     engine, streams = memory_engine(), MemoryStreams()
     attempts: list[int] = []
 
