@@ -26,22 +26,30 @@ opts: dict[str, Any] = {
     "render_as_batch": url.startswith("sqlite"),
 }
 
+
+def _run() -> None:
+    with context.begin_transaction():
+        if names.schema is not None:
+            # The version table lives in the schema too, so the schema must
+            # exist before Alembic creates it. The name is a validated plain
+            # identifier (OutboxConfig), safe to interpolate.
+            context.execute(f"CREATE SCHEMA IF NOT EXISTS {names.schema}")
+        context.run_migrations()
+
+
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True, **opts)
-    with context.begin_transaction():
-        context.run_migrations()
+    _run()
 else:
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(connection=connection, **opts)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run()
     else:
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as conn:
                 context.configure(connection=conn, **opts)
-                with context.begin_transaction():
-                    context.run_migrations()
+                _run()
         finally:
             engine.dispose()

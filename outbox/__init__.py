@@ -20,6 +20,9 @@ from ._publish import TOPIC_PATTERN, Message, publish, publish_many
 from ._redact import redact_url
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._wire import decode_entry, encode_entry
+
+# Registers the SQL-table broker's tables on `metadata` (Alembic comparisons).
+from .brokers import sql_tables as _sql_tables  # noqa: F401
 from .config import OutboxConfig
 from .errors import (
     BrokerError,

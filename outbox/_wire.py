@@ -105,7 +105,7 @@ def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> Envelope:
     if spec != SPEC_VERSION:
         msg = f"unsupported specversion {spec!r}"
         raise DecodeError(msg)
-    id_text = _req(fields, "id")  # outside the try: DecodeError is a ValueError too
+    id_text = _req(fields, "id")
     try:
         message_id = uuid.UUID(id_text)
     except ValueError as exc:

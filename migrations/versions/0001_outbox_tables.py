@@ -44,8 +44,6 @@ def upgrade() -> None:
     """Create the outbox and dead-letter tables with the relay's indexes."""
     names = migration_names(context.config.attributes)
     table, schema = names.table, names.schema
-    if schema is not None:
-        op.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     op.create_table(
         table,
         sa.Column("id", _ID, sa.Identity(), nullable=False),

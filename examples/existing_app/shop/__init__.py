@@ -1,0 +1,1 @@
+"""A tiny shop that adopts the outbox through its own Alembic history."""

@@ -1,0 +1,30 @@
+"""redact_url never lets a password through."""
+
+from __future__ import annotations
+
+import pytest
+
+from outbox import redact_url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://app:s3cret@db:5432/orders", "postgresql+psycopg://app:***@db:5432/orders"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("rediss://relay:s3cret@cache:6380/1", "rediss://relay:***@cache:6380/1"),
+        ("sqlite:///app.db", "sqlite:///app.db"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_redact_url_masks_password(url: str, expected: str) -> None:
+    """The password is replaced by *** and everything else is kept."""
+    assert redact_url(url) == expected
+    assert "s3cret" not in redact_url(url)
+
+
+def test_redact_url_handles_percent_encoded_and_odd_urls() -> None:
+    """Encoded passwords and unparseable text do not leak either."""
+    assert "p%40ss" not in redact_url("postgresql://u:p%40ss@h/db")
+    assert "s3cret" not in redact_url("redis://u:s3cret@[::1]:6379")
+    assert "s3cret" not in redact_url("redis://u:s3cret@host:notaport/0")
