@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import inbox.tables  # noqa: F401 - adds the inbox tables to outbox.metadata for the drift check
 import outbox
 from tests._cli import run_cli
 
@@ -16,6 +17,9 @@ TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
     "outboxkit_alembic_version",
+    "outboxkit_inbox",
+    "outboxkit_inbox_dead_letter",
+    "outboxkit_stream_lease",
     "outboxkit_stream_entry",
     "outboxkit_stream_group",
     "outboxkit_stream_pending",
