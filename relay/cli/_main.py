@@ -9,6 +9,7 @@ import typer
 
 from outbox import OutboxError, __version__
 
+from ._consume_cmd import consume
 from ._context import CliState
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
@@ -32,6 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command(name="migrate")(migrate)
+app.command(name="consume")(consume)
 
 
 def _version(value: bool) -> None:
