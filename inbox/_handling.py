@@ -158,6 +158,9 @@ class Dispatcher:
         m.FAILURES.labels(self._consumer, item.message.topic).inc()
         log.warning(
             "inbox.handler_failed",
+            message_id=str(item.message.id),
+            topic=item.message.topic,
+            consumer=self._consumer,
             error=_error_text(exc),
             attempt=attempt,
             will_retry=not final,
@@ -182,12 +185,14 @@ class Dispatcher:
     def _record(self, item: _Item, outcome: Outcome, attempt: int, seconds: float) -> None:
         topic = item.message.topic
         m.MESSAGES.labels(self._consumer, topic, outcome.value).inc()
+        ids = {"message_id": str(item.message.id), "topic": topic, "consumer": self._consumer}
         if outcome is Outcome.DUPLICATE:
-            log.info("inbox.duplicate_skipped", attempt=attempt)
+            log.info("inbox.duplicate_skipped", **ids, attempt=attempt)
             return
         m.HANDLER_SECONDS.labels(self._consumer, topic).observe(seconds)
         log.info(
             "inbox.message_handled",
+            **ids,
             attempt=attempt,
             duration_ms=round(seconds * 1000, 3),
             key=item.message.key,

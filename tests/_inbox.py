@@ -6,10 +6,12 @@ import datetime as dt
 import json
 import pathlib
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 
 import uuid_utils.compat as uuid_utils
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, func, insert, select
 from sqlalchemy.orm import Session
 
 import inbox.tables  # noqa: F401 - registers the inbox tables in metadata
@@ -85,3 +87,24 @@ def record_effect(message: Envelope, session: Session) -> None:
     """A handler effect: one row per handled message."""
     payload = message.payload if isinstance(message.payload, dict) else {}
     session.execute(insert(effect).values(message_id=str(message.id), key=message.key, n=payload.get("n")))
+
+
+def count_effects(url_or_engine: str | Engine) -> int:
+    """Rows in the test domain table."""
+    engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(effect)).scalar() or 0)
+    finally:
+        if isinstance(url_or_engine, str):
+            engine.dispose()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            msg = f"condition not met within {timeout}s"
+            raise AssertionError(msg)
+        time.sleep(interval)
