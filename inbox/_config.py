@@ -138,6 +138,16 @@ class ConsumerConfig:
             raise ConfigError(msg)
 
     @property
+    def poison_deliveries(self) -> int:
+        """Deliveries after which an entry is dead-lettered without running its handler.
+
+        Twice ``max_deliveries``: a delivery is also counted when the consumer
+        dies or loses the partition before reaching the entry, so only an entry
+        delivered this often is taken for a message that kills its consumer.
+        """
+        return 2 * self.max_deliveries
+
+    @property
     def redelivery_horizon(self) -> dt.timedelta:
-        """How late a redelivery can come: claim idle time x delivery limit, plus one lease."""
-        return self.claim_idle * self.max_deliveries + self.lease_ttl
+        """How late a redelivery can come: claim idle time x poison limit, plus one lease."""
+        return self.claim_idle * self.poison_deliveries + self.lease_ttl

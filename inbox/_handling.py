@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from ._config import ConsumerConfig, Mode
 from ._dead_letters import insert_dead_letter
 from ._dedup import AsyncHandler, Outcome, SyncHandler, process, process_async, record_messages
 from ._registry import HandlerSpec, Registry, Reject
+from .tables import inbox
 
 __all__ = ["Dispatcher", "is_transient"]
 
@@ -67,8 +68,14 @@ class Dispatcher:
 
     # -- entry points ----------------------------------------------------------------
 
-    async def handle(self, batch: Sequence[Delivery], stop: asyncio.Event) -> list[str]:
-        """Handle a batch from one stream in order; return the entry ids to acknowledge."""
+    async def handle(self, batch: Sequence[Delivery], stop: asyncio.Event, halt: asyncio.Event) -> list[str]:
+        """Handle a batch from one stream in order; return the entry ids to acknowledge.
+
+        ``stop`` (graceful shutdown) ends retries early, leaving the failing
+        entry pending; ``halt`` (partition lost) stops before the next entry.
+        An entry left pending stops the batch, so later entries of its key
+        never overtake it.
+        """
         acks: list[str] = []
         items: list[_Item] = []
         for delivery in batch:
@@ -78,13 +85,19 @@ class Dispatcher:
             else:
                 items.append(item)
         if self._config.mode is Mode.BATCH and len(items) > 1:
-            acks.extend(await self._handle_runs(items, stop))
+            acks.extend(await self._handle_runs(items, stop, halt))
         else:
-            for item in items:
-                if stop.is_set():  # the rest stays pending for the partition's next owner
-                    break
-                if await self._handle_one(item, stop):
-                    acks.append(item.delivery.entry_id)
+            acks.extend(await self._one_by_one(items, stop, halt))
+        return acks
+
+    async def _one_by_one(
+        self, items: Sequence[_Item], stop: asyncio.Event, halt: asyncio.Event
+    ) -> list[str]:
+        acks = []
+        for item in items:
+            if halt.is_set() or not await self._handle_one(item, stop):
+                break  # this and the later entries stay pending for the partition's next owner
+            acks.append(item.delivery.entry_id)
         return acks
 
     async def _prepare(self, delivery: Delivery) -> _Item | None:
@@ -106,14 +119,36 @@ class Dispatcher:
                 reason="no handler for this type",
             )
             return None
-        if delivery.deliveries > self._config.max_deliveries:
+        if delivery.deliveries > self._config.poison_deliveries:
+            # Its consumers keep dying on it (or losing the partition): a poison
+            # pill that kills the process. Stop the crash loop, unless it was
+            # in fact processed and only the acknowledgement kept failing.
+            if await asyncio.to_thread(self._already_processed, message):
+                m.MESSAGES.labels(self._consumer, message.topic, Outcome.DUPLICATE.value).inc()
+                log.info(
+                    "inbox.duplicate_skipped",
+                    message_id=str(message.id),
+                    topic=message.topic,
+                    consumer=self._consumer,
+                    attempt=delivery.deliveries,
+                )
+                return None
             reason = (
-                f"delivered {delivery.deliveries} times, over the limit of {self._config.max_deliveries}"
-                " (earlier deliveries failed or their consumer died)"
+                f"delivered {delivery.deliveries} times without completing"
+                f" (over {self._config.poison_deliveries}): its consumers died or lost its partition"
             )
             await self._dead_letter(delivery, message, reason, delivery.deliveries)
             return None
         return _Item(delivery, message, spec)
+
+    def _already_processed(self, message: Envelope) -> bool:
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(inbox.c.message_id).where(
+                    inbox.c.consumer == self._consumer, inbox.c.message_id == str(message.id)
+                )
+            ).first()
+        return found is not None
 
     # -- one message -----------------------------------------------------------------
 
@@ -264,7 +299,7 @@ class Dispatcher:
 
     # -- batches ---------------------------------------------------------------------
 
-    async def _handle_runs(self, items: list[_Item], stop: asyncio.Event) -> list[str]:
+    async def _handle_runs(self, items: list[_Item], stop: asyncio.Event, halt: asyncio.Event) -> list[str]:
         """Batch mode: consecutive items of one kind (sync/async) share a transaction."""
         acks: list[str] = []
         start = 0
@@ -272,11 +307,16 @@ class Dispatcher:
             end = start
             while end < len(items) and items[end].spec.is_async == items[start].spec.is_async:
                 end += 1
-            acks.extend(await self._handle_run(items[start:end], stop))
+            done = await self._handle_run(items[start:end], stop, halt)
+            acks.extend(done)
+            if len(done) < end - start:
+                break
             start = end
         return acks
 
-    async def _handle_run(self, run: list[_Item], stop: asyncio.Event) -> list[str]:
+    async def _handle_run(self, run: list[_Item], stop: asyncio.Event, halt: asyncio.Event) -> list[str]:
+        if halt.is_set():
+            return []
         started = time.perf_counter()
         try:
             if run[0].spec.is_async:
@@ -292,13 +332,7 @@ class Dispatcher:
             log.warning(
                 "inbox.batch_failed", batch_size=len(run), error=_error_text(exc), consumer=self._consumer
             )
-            acks = []
-            for item in run:
-                if await self._handle_one(item, stop):
-                    acks.append(item.delivery.entry_id)
-                elif stop.is_set():
-                    break
-            return acks
+            return await self._one_by_one(run, stop, halt)
         seconds = time.perf_counter() - started
         for item, outcome in zip(run, outcomes, strict=True):
             m.MESSAGES.labels(self._consumer, item.message.topic, outcome.value).inc()

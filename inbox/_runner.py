@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from outbox import BrokerError, ConfigError
+from outbox import BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
@@ -40,6 +41,7 @@ from ._config import ConsumerConfig
 from ._handling import Dispatcher
 from ._registry import Registry
 from ._retention import purge_inbox
+from .tables import inbox as inbox_table
 
 __all__ = ["ConsumerRunner"]
 
@@ -50,7 +52,8 @@ _LAG_INTERVAL = 5.0
 @dataclass(eq=False)
 class _Worker:
     stream: str
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # finish the batch in hand, then stop
+    halt: asyncio.Event = field(default_factory=asyncio.Event)  # lease lost: not one more entry
     lease_until: float = 0.0
     lost: bool = False
     task: asyncio.Task[None] | None = None
@@ -144,7 +147,19 @@ class ConsumerRunner:
         if error is not None:
             raise error
 
+    def _check_schema(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                present = inspect(conn).has_table(inbox_table.name)
+        except DBAPIError as exc:
+            msg = f"database at {redact_url(self._engine.url)} unreachable: {type(exc.orig).__name__}"
+            raise StorageError(msg) from exc
+        if not present:
+            msg = f"inbox table {inbox_table.name!r} is missing: run `outboxkit migrate --db URL`"
+            raise SchemaMissingError(msg)
+
     async def _prepare(self) -> None:
+        await asyncio.to_thread(self._check_schema)
         failures = 0
         while True:
             try:
@@ -249,6 +264,7 @@ class ConsumerRunner:
                 worker.lease_until = started + self.config.lease_ttl.total_seconds()
             else:
                 worker.lost = True
+                worker.halt.set()
                 worker.stop.set()
                 self._log.warning("inbox.partition_lost", stream=worker.stream)
 
@@ -355,7 +371,7 @@ class ConsumerRunner:
             await self._process(worker, fresh)
 
     async def _process(self, worker: _Worker, batch: list[Delivery]) -> None:
-        acks = await self._dispatcher.handle(batch, worker.stop)
+        acks = await self._dispatcher.handle(batch, worker.stop, worker.halt)
         # Acknowledged only now, after the commits: a crash before this line
         # means redelivery, which the inbox turns into duplicates.
         await self.subscriber.ack(worker.stream, self.config.group, acks)

@@ -43,11 +43,11 @@ def _runner(registry: inbox.Registry, db: str, broker: str, **overrides: object)
 
 
 async def _run_until(
-    runners: list[inbox.ConsumerRunner], done: Callable[[], bool], timeout: float = 20
+    runners: list[inbox.ConsumerRunner], done: Callable[[], bool], within: float = 20
 ) -> None:
     tasks = [asyncio.create_task(r.run()) for r in runners]
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not done():
             for task in tasks:
                 if task.done():

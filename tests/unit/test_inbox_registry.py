@@ -138,4 +138,4 @@ def test_consumer_config_validates() -> None:
     with pytest.raises(ConfigError):
         inbox.ConsumerConfig(group="g", block=dt.timedelta(0))
     config = inbox.ConsumerConfig(group="g", claim_idle=dt.timedelta(seconds=10), max_deliveries=3)
-    assert config.redelivery_horizon == dt.timedelta(seconds=30) + config.lease_ttl
+    assert config.redelivery_horizon == dt.timedelta(seconds=60) + config.lease_ttl
