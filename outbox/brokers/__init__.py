@@ -9,17 +9,23 @@ consumers) live here, so relay and inbox never import each other.
 from __future__ import annotations
 
 from ._connect import connect_publisher
+from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
+from ._subscriber import Delivery, GroupStatus, Subscriber
 
 __all__ = [
     "MAX_PARTITIONS",
+    "Delivery",
     "EntryOutcome",
     "Fence",
+    "GroupStatus",
     "Outcome",
     "OutgoingEntry",
     "PublishResult",
     "Publisher",
     "StreamLayout",
+    "Subscriber",
     "connect_publisher",
+    "connect_subscriber",
 ]

@@ -9,6 +9,7 @@ import typer
 
 from outbox import OutboxError, __version__
 
+from ._consume_cmd import consume
 from ._context import CliState
 from ._dead_letters_cmd import app as dead_letters_app
 from ._logging import configure_logging
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.command(name="migrate")(migrate)
 app.command(name="relay")(relay)
+app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 

@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import inbox.tables  # noqa: F401 - adds the inbox tables to outbox.metadata for the drift check
 import outbox
 import relay.tables  # noqa: F401 - registers the relay tables on outbox.metadata
 from tests._cli import run_cli
@@ -17,9 +18,12 @@ TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
     "outboxkit_alembic_version",
+    "outboxkit_inbox",
+    "outboxkit_inbox_dead_letter",
     "outboxkit_relay_lease",
     "outboxkit_relay_member",
     "outboxkit_relay_state",
+    "outboxkit_stream_lease",
     "outboxkit_stream_entry",
     "outboxkit_stream_fence",
     "outboxkit_stream_group",

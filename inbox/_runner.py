@@ -1,0 +1,404 @@
+"""The consumer runner: leases partitions, reads, dispatches, acknowledges.
+
+Per-key order with concurrency: a topic's partitions are separate streams
+(``StreamLayout``); each stream is handled by one asyncio task, one message
+after another, and only while this process holds the stream's *lease* in the
+broker. Several processes in one group share the streams through the leases
+(each takes its fair share: streams / live members, at most ``concurrency``),
+so a key's messages are never handled by two consumers at once. A process that
+takes over a stream first claims every entry still pending on it (those of the
+previous owner, oldest first) and only then reads new ones.
+
+Memory is bounded: each task holds at most ``batch_size`` entries and reads
+again only when they are finished, so slow handlers slow the reads
+(backpressure) instead of filling a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from outbox import BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox.brokers import Delivery, Subscriber
+from outbox.brokers._sql_urls import async_url, sync_url
+from outbox.brokers._sqlite import configure_sqlite
+
+from . import _metrics as m
+from ._config import ConsumerConfig
+from ._handling import Dispatcher
+from ._registry import Registry
+from ._retention import purge_inbox
+from .tables import inbox as inbox_table
+
+__all__ = ["ConsumerRunner"]
+
+log = structlog.get_logger("inbox")
+_LAG_INTERVAL = 5.0
+
+
+@dataclass(eq=False)
+class _Worker:
+    stream: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # finish the batch in hand, then stop
+    halt: asyncio.Event = field(default_factory=asyncio.Event)  # lease lost: not one more entry
+    lease_until: float = 0.0
+    lost: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class ConsumerRunner:
+    """Runs a :class:`~inbox.Registry`'s handlers against a broker's consumer group.
+
+    Example::
+
+        runner = ConsumerRunner(registry, db="postgresql+psycopg://...",
+                                subscriber=connect_subscriber("redis://..."),
+                                config=ConsumerConfig(group="billing"))
+        await runner.run()          # until runner.stop() (the CLI wires SIGTERM to it)
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, registry: Registry, *, db: str | Engine, subscriber: Subscriber, config: ConsumerConfig
+    ) -> None:
+        if not len(registry):
+            msg = "the registry has no handlers"
+            raise ConfigError(msg)
+        if config.block > subscriber.max_block:
+            msg = (
+                f"block of {config.block.total_seconds():g}s must be below the broker client's socket timeout"
+                f" (at most {subscriber.max_block.total_seconds():g}s)"
+            )
+            raise ConfigError(msg)
+        self.config = config
+        self.registry = registry
+        self.subscriber = subscriber
+        self._engine = self._sync_engine(db)
+        self._async_engine: AsyncEngine | None = None
+        if any(spec.is_async for spec in registry.specs):
+            self._async_engine = create_async_engine(async_url(self._engine.url), pool_pre_ping=True)
+            if self._async_engine.dialect.name == "sqlite":
+                configure_sqlite(self._async_engine.sync_engine)
+        self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
+        self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        self._scope = f"{config.layout.prefix}{config.group}"
+        self._stop = asyncio.Event()
+        self._workers: dict[str, _Worker] = {}
+        self._finished: set[str] = set()
+        self._log = log.bind(consumer=config.group, consumer_name=config.consumer_name)
+
+    def _sync_engine(self, db: str | Engine) -> Engine:
+        if isinstance(db, Engine):
+            return db
+        engine = create_engine(sync_url(db), pool_pre_ping=True, pool_size=self.config.concurrency + 2)
+        if engine.dialect.name == "sqlite":
+            configure_sqlite(engine)
+        return engine
+
+    def stop(self) -> None:
+        """Ask the runner to stop: finish in-flight messages, acknowledge, release leases."""
+        self._stop.set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, once: bool = False) -> None:
+        """Consume until :meth:`stop`; with ``once``, until every stream is drained.
+
+        Raises:
+            ConfigError: the retention window is shorter than the redelivery horizon.
+            SchemaMissingError: the inbox tables do not exist.
+        """
+        await self._prepare()
+        self._log.info(
+            "inbox.consumer_started",
+            streams=len(self.streams),
+            mode=self.config.mode.value,
+            concurrency=self.config.concurrency,
+            batch_size=self.config.batch_size,
+        )
+        side = [asyncio.create_task(self._manage_leases(once=once), name="inbox-leases")]
+        if not once:
+            side.append(asyncio.create_task(self._report_lag(), name="inbox-lag"))
+            if self.config.retention is not None:
+                side.append(asyncio.create_task(self._retain(self.config.retention), name="inbox-retention"))
+        stopped = asyncio.create_task(self._stop.wait(), name="inbox-stop")
+        error: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait([stopped, *side], return_when=asyncio.FIRST_COMPLETED)
+            for task in side:
+                if task in done and not task.cancelled() and task.exception() is not None:
+                    error = task.exception()
+        finally:
+            await self._shutdown([stopped, *side])
+        if error is not None:
+            raise error
+
+    def _check_schema(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                present = inspect(conn).has_table(inbox_table.name)
+        except DBAPIError as exc:
+            msg = f"database at {redact_url(self._engine.url)} unreachable: {type(exc.orig).__name__}"
+            raise StorageError(msg) from exc
+        if not present:
+            msg = f"inbox table {inbox_table.name!r} is missing: run `outboxkit migrate --db URL`"
+            raise SchemaMissingError(msg)
+
+    async def _prepare(self) -> None:
+        await asyncio.to_thread(self._check_schema)
+        failures = 0
+        while True:
+            try:
+                for stream in self.streams:
+                    await self.subscriber.ensure_group(stream, self.config.group)
+                await self._check_retention()
+            except BrokerError as exc:
+                failures += 1
+                self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
+                if await self._wait_stop(min(0.2 * 2**failures, 5.0)):
+                    raise
+            else:
+                return
+
+    async def _check_retention(self) -> None:
+        retention = self.config.retention
+        if retention is None:
+            return
+        horizon = self.config.redelivery_horizon
+        if retention < horizon:
+            msg = (
+                f"inbox retention of {retention.total_seconds():g}s is shorter than the redelivery horizon"
+                f" of {horizon.total_seconds():g}s (claim idle x max deliveries + lease TTL):"
+                " a late redelivery would be processed twice"
+            )
+            raise ConfigError(msg)
+        now = dt.datetime.now(dt.UTC)
+        for stream in self.streams:
+            oldest = await self.subscriber.oldest_entry_time(stream)
+            if oldest is not None and now - oldest > retention:
+                self._log.warning(
+                    "inbox.retention_shorter_than_stream",
+                    stream=stream,
+                    oldest_entry_age_s=round((now - oldest).total_seconds()),
+                    retention_s=retention.total_seconds(),
+                    consequence="if the group is recreated from the start, entries older than the"
+                    " retention window are processed again",
+                )
+
+    async def _shutdown(self, side: Sequence[asyncio.Task[Any]]) -> None:
+        self._stop.set()
+        for worker in self._workers.values():
+            worker.stop.set()
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout.total_seconds())
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                self._log.warning("inbox.shutdown_timeout", cancelled=len(pending))
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+        for worker in list(self._workers.values()):
+            await self._release(worker)
+        self._log.info("inbox.consumer_stopped", partitions=len(self._workers))
+        self._workers.clear()
+
+    async def aclose(self) -> None:
+        """Close the broker client and dispose of the engines."""
+        await self.subscriber.aclose()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+        self._engine.dispose()
+
+    async def _wait_stop(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def _manage_leases(self, *, once: bool) -> None:
+        ttl = self.config.lease_ttl
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                live = await self.subscriber.heartbeat(self._scope, self.config.consumer_name, ttl=ttl)
+                share = len(self.streams) if once else math.ceil(len(self.streams) / max(live, 1))
+                share = min(share, self.config.concurrency)
+                await self._renew()
+                self._rebalance(share)
+                await self._acquire(share, once=once)
+                failures = 0
+            except BrokerError as exc:
+                failures += 1
+                self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
+            self._reap()
+            if once and not self._workers and len(self._finished) >= len(self.streams):
+                return
+            await self._wait_stop(0.05 if once else ttl.total_seconds() / 3)
+
+    async def _renew(self) -> None:
+        for worker in list(self._workers.values()):
+            if worker.stop.is_set():
+                continue
+            started = time.monotonic()
+            if await self.subscriber.acquire_lease(
+                self._scope, worker.stream, self.config.consumer_name, ttl=self.config.lease_ttl
+            ):
+                worker.lease_until = started + self.config.lease_ttl.total_seconds()
+            else:
+                worker.lost = True
+                worker.halt.set()
+                worker.stop.set()
+                self._log.warning("inbox.partition_lost", stream=worker.stream)
+
+    def _rebalance(self, share: int) -> None:
+        active = [w for w in self._workers.values() if not w.stop.is_set()]
+        for worker in active[share:]:
+            self._log.info("inbox.partition_released", stream=worker.stream, reason="rebalance")
+            worker.stop.set()
+
+    async def _acquire(self, share: int, *, once: bool) -> None:
+        if not self.streams:
+            return
+        # Start at a member-specific offset so processes do not all contend for stream 0.
+        offset = zlib.crc32(self.config.consumer_name.encode()) % len(self.streams)
+        for i in range(len(self.streams)):
+            if len(self._workers) >= share or self._stop.is_set():
+                return
+            stream = self.streams[(offset + i) % len(self.streams)]
+            if stream in self._workers or (once and stream in self._finished):
+                continue
+            started = time.monotonic()
+            if await self.subscriber.acquire_lease(
+                self._scope, stream, self.config.consumer_name, ttl=self.config.lease_ttl
+            ):
+                worker = _Worker(stream, lease_until=started + self.config.lease_ttl.total_seconds())
+                worker.task = asyncio.create_task(self._partition(worker, once=once), name=f"inbox:{stream}")
+                self._workers[stream] = worker
+                self._log.info("inbox.partition_acquired", stream=stream)
+            elif once:
+                self._finished.add(stream)  # another process drains it
+
+    def _reap(self) -> None:
+        """Forget finished workers; a worker that crashed stops the runner."""
+        for stream, worker in list(self._workers.items()):
+            if worker.task is None or not worker.task.done():
+                continue
+            del self._workers[stream]
+            self._finished.add(stream)
+            if not worker.task.cancelled() and (exc := worker.task.exception()) is not None:
+                raise exc
+
+    async def _release(self, worker: _Worker) -> None:
+        if worker.lost:
+            return
+        with contextlib.suppress(BrokerError):
+            await self.subscriber.release_lease(self._scope, worker.stream, self.config.consumer_name)
+
+    # -- one partition ---------------------------------------------------------------
+
+    async def _partition(self, worker: _Worker, *, once: bool) -> None:
+        failures = 0
+        next_claim = 0.0  # claim everything pending first: the previous owner's entries come before new ones
+        min_idle = dt.timedelta(0)
+        try:
+            while not worker.stop.is_set():
+                if time.monotonic() > worker.lease_until:
+                    self._log.warning(
+                        "inbox.partition_lost", stream=worker.stream, reason="lease not renewed"
+                    )
+                    worker.lost = True
+                    return
+                try:
+                    if time.monotonic() >= next_claim:
+                        await self._claim_all(worker, min_idle)
+                        min_idle = self.config.claim_idle
+                        next_claim = time.monotonic() + self.config.claim_idle.total_seconds() / 2
+                    batch = await self.subscriber.read(
+                        worker.stream,
+                        self.config.group,
+                        self.config.consumer_name,
+                        count=self.config.batch_size,
+                        block=self.config.block if not once else dt.timedelta(0),
+                    )
+                    if batch:
+                        await self._process(worker, batch)
+                    elif once:
+                        return
+                    failures = 0
+                except BrokerError as exc:
+                    failures += 1
+                    self._log.warning(
+                        "inbox.broker_unavailable", stream=worker.stream, error=str(exc), attempt=failures
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(worker.stop.wait(), timeout=min(0.2 * 2**failures, 5.0))
+        finally:
+            await self._release(worker)
+
+    async def _claim_all(self, worker: _Worker, min_idle: dt.timedelta) -> None:
+        seen: set[str] = set()
+        while not worker.stop.is_set():
+            batch = await self.subscriber.claim(
+                worker.stream,
+                self.config.group,
+                self.config.consumer_name,
+                min_idle=min_idle,
+                count=self.config.batch_size,
+            )
+            fresh = [d for d in batch if d.entry_id not in seen]
+            if not fresh:
+                return
+            seen.update(d.entry_id for d in fresh)
+            self._log.info("inbox.entries_claimed", stream=worker.stream, entries=len(fresh))
+            await self._process(worker, fresh)
+
+    async def _process(self, worker: _Worker, batch: list[Delivery]) -> None:
+        acks = await self._dispatcher.handle(batch, worker.stop, worker.halt)
+        # Acknowledged only now, after the commits: a crash before this line
+        # means redelivery, which the inbox turns into duplicates.
+        await self.subscriber.ack(worker.stream, self.config.group, acks)
+
+    # -- side tasks ------------------------------------------------------------------
+
+    async def _report_lag(self) -> None:
+        while not await self._wait_stop(_LAG_INTERVAL):
+            for stream in list(self._workers):
+                with contextlib.suppress(BrokerError):
+                    status = await self.subscriber.group_status(stream, self.config.group)
+                    if status is not None:
+                        m.PENDING.labels(self.config.group, stream).set(status.pending)
+                        if status.lag is not None:
+                            m.LAG.labels(self.config.group, stream).set(status.lag)
+
+    async def _retain(self, retention: dt.timedelta) -> None:
+        while not await self._wait_stop(self.config.retention_interval.total_seconds()):
+            deleted = await asyncio.to_thread(
+                purge_inbox,
+                self._engine,
+                older_than=retention,
+                consumer=self.config.group,
+                batch_size=self.config.retention_batch,
+                pause=dt.timedelta(milliseconds=10),
+            )
+            if deleted:
+                self._log.info(
+                    "inbox.retention_purged", deleted=deleted, older_than_s=retention.total_seconds()
+                )

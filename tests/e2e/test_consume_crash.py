@@ -1,0 +1,240 @@
+"""``outboxkit consume`` as real processes: SIGKILL at the worst moments, SIGTERM, usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import create_engine
+
+from tests._inbox import count_effects, domain, entry, wait_until
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def app_db(pg_url: str) -> str:
+    engine = create_engine(pg_url)
+    domain.create_all(engine)
+    engine.dispose()
+    return pg_url
+
+
+class Consumer:
+    """One ``outboxkit consume`` process writing JSON logs to a file."""
+
+    def __init__(self, tmp: pathlib.Path, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.log_path = tmp / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relay.cli",
+                "--log-format",
+                "json",
+                "consume",
+                "tests.e2e.inbox_app:registry",
+                "--consumer-name",
+                name,
+                *args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def events(self) -> list[dict[str, object]]:
+        result = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                result.append(json.loads(line))
+            except ValueError:
+                continue
+        return result
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def consumers(tmp_path: pathlib.Path, app_db: str, redis_url: str, stream_prefix: str) -> Iterator[callable]:  # type: ignore[valid-type]
+    started: list[Consumer] = []
+
+    def start(name: str, **env: str) -> Consumer:
+        args = [
+            "--db",
+            app_db,
+            "--broker",
+            redis_url,
+            "--group",
+            "billing",
+            "--stream-prefix",
+            stream_prefix,
+            "--lease-ttl",
+            "1",
+            "--claim-idle",
+            "1",
+            "--block",
+            "0.2",
+            "--retry-delay",
+            "0.01",
+            "--retention",
+            "0",
+            "--shutdown-timeout",
+            "5",
+        ]
+        consumer = Consumer(tmp_path, name, args, env)
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        consumer.close()
+
+
+def _pending(client: redis.Redis, stream: str) -> int:
+    return int(client.xpending(stream, "billing")["pending"])
+
+
+def _settled(client: redis.Redis, stream: str) -> bool:
+    groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+    info = groups.get(b"billing")
+    return info is not None and info["pending"] == 0 and info["lag"] == 0
+
+
+def test_consume_killed_after_commit_before_ack_skips_duplicate(
+    consumers: callable,
+    app_db: str,
+    redis_client: redis.Redis,
+    stream_prefix: str,  # type: ignore[valid-type]
+) -> None:
+    """SIGKILL between commit and XACK: the entry is redelivered, recognised as a duplicate and acknowledged."""
+    stream = f"{stream_prefix}orders.created"
+    first = entry(payload={"n": 1})
+    redis_client.xadd(stream, first)
+    redis_client.xadd(stream, entry(payload={"n": 2}))
+    a = consumers("a", INBOX_E2E_KILL_AFTER_COMMIT="1")
+    assert a.wait() == -signal.SIGKILL
+    assert count_effects(app_db) == 1
+    assert _pending(redis_client, stream) == 2  # the first committed but never acknowledged
+    b = consumers("b")
+    wait_until(lambda: _settled(redis_client, stream))
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.wait() == 0
+    assert count_effects(app_db) == 2
+    skipped = [e for e in b.events() if e.get("event") == "inbox.duplicate_skipped"]
+    assert [(e["message_id"], e["consumer"], e["attempt"]) for e in skipped] == [(first["id"], "billing", 2)]
+
+
+def test_consume_killed_mid_handler_is_retried_by_another_consumer(
+    consumers: callable,
+    app_db: str,
+    redis_client: redis.Redis,
+    stream_prefix: str,
+    tmp_path: pathlib.Path,  # type: ignore[valid-type]
+) -> None:
+    """SIGKILL inside a handler: a standby consumer takes the partition over and applies the effect once."""
+    stream = f"{stream_prefix}orders.created"
+    marker = tmp_path / "in-handler"
+    hung = entry(payload={"n": 1})
+    redis_client.xadd(stream, hung)
+    redis_client.xadd(stream, entry(payload={"n": 2}))
+    a = consumers("a", INBOX_E2E_HANG_ON="1", INBOX_E2E_MARKER=str(marker))
+    wait_until(marker.exists)
+    b = consumers("b")  # a standby: the partition's lease is a's
+    time.sleep(0.5)
+    a.proc.kill()
+    assert a.wait() == -signal.SIGKILL
+    wait_until(lambda: _settled(redis_client, stream))
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.wait() == 0
+    assert count_effects(app_db) == 2
+    handled = {e["message_id"]: e for e in b.events() if e.get("event") == "inbox.message_handled"}
+    assert handled[hung["id"]]["attempt"] == 2
+
+
+def test_consume_sigterm_finishes_in_flight_message_and_exits_zero(
+    consumers: callable,
+    app_db: str,
+    redis_client: redis.Redis,
+    stream_prefix: str,  # type: ignore[valid-type]
+) -> None:
+    """SIGTERM lets the message in flight commit and be acknowledged, then the process exits 0."""
+    stream = f"{stream_prefix}orders.created"
+    for n in range(20):
+        redis_client.xadd(stream, entry(payload={"n": n}))
+    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5")
+    wait_until(lambda: count_effects(app_db) >= 1)
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.wait() == 0
+    done = count_effects(app_db)
+    assert done < 20
+    assert done % 5 == 0  # the batch in hand was finished
+    assert _pending(redis_client, stream) == 0  # nothing committed is left unacknowledged
+    assert int(redis_client.xinfo_groups(stream)[0]["lag"]) == 20 - done
+    events = [e.get("event") for e in a.events()]
+    assert events[-1] == "inbox.consumer_stopped"
+
+
+def test_consume_usage_errors_are_one_line_exit_2(
+    tmp_path: pathlib.Path, pg_empty_url: str, redis_url: str
+) -> None:
+    """A bad registry path or a database without the inbox table: one stderr line, exit 2."""
+    base = [sys.executable, "-m", "relay.cli", "--log-level", "error", "consume"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run(
+        [*base, "tests.e2e.nope:registry", "--db", "sqlite://", "--broker", redis_url, "--group", "g"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "outboxkit: error: cannot import 'tests.e2e.nope': No module named 'tests.e2e.nope'"
+    ]
+    missing = subprocess.run(
+        [
+            *base,
+            "tests.e2e.inbox_app:registry",
+            "--db",
+            pg_empty_url,
+            "--broker",
+            redis_url,
+            "--group",
+            "g",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "outboxkit: error: inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
+    )
+    assert "secret" not in missing.stderr

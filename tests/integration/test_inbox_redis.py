@@ -1,0 +1,265 @@
+"""The consumer runner against real Redis and PostgreSQL (and the SQL-table broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+import uuid_utils.compat as uuid_utils
+from sqlalchemy import create_engine, insert
+from sqlalchemy.orm import Session
+from structlog.testing import capture_logs
+
+import inbox
+from outbox import ConfigError, Envelope
+from outbox.brokers import StreamLayout, connect_subscriber
+from outbox.brokers.sql_tables import stream_entry
+from tests._inbox import count_effects, domain, entry, fast_config, record_effect
+
+
+def _dead_letters(url: str) -> list[inbox.DeadLetter]:
+    engine = create_engine(url)
+    try:
+        return inbox.select_dead_letters(engine)
+    finally:
+        engine.dispose()
+
+
+def _registry(handler: Callable[[Envelope, Session], None] = record_effect) -> inbox.Registry:
+    registry = inbox.Registry()
+    registry.add("orders.created", handler)
+    return registry
+
+
+def _runner(registry: inbox.Registry, db: str, broker: str, **overrides: object) -> inbox.ConsumerRunner:
+    return inbox.ConsumerRunner(
+        registry, db=db, subscriber=connect_subscriber(broker), config=fast_config("billing", **overrides)
+    )
+
+
+async def _run_until(
+    runners: list[inbox.ConsumerRunner], done: Callable[[], bool], within: float = 20
+) -> None:
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    try:
+        deadline = time.monotonic() + within
+        while not done():
+            for task in tasks:
+                if task.done():
+                    task.result()
+            assert time.monotonic() < deadline, "consumers did not finish in time"
+            await asyncio.sleep(0.05)
+    finally:
+        for r in runners:
+            r.stop()
+        await asyncio.gather(*tasks)
+        for r in runners:
+            await r.aclose()
+
+
+def _settled(client: redis.Redis, streams: list[str], group: str = "billing") -> Callable[[], bool]:
+    def check() -> bool:
+        for stream in streams:
+            groups = (
+                {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+            )
+            info = groups.get(group)
+            if info is None or info["pending"] or info.get("lag"):
+                return False
+        return True
+
+    return check
+
+
+@pytest.fixture
+def app_db(pg_url: str) -> str:
+    engine = create_engine(pg_url)
+    domain.create_all(engine)
+    engine.dispose()
+    return pg_url
+
+
+async def test_runner_redis_applies_repeated_message_once_across_two_consumers(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """One message delivered 5 times on each of two partitions, read by two consumers at once: one effect."""
+    layout = StreamLayout(prefix=stream_prefix, default_partitions=2)
+    streams = layout.streams_of("orders.created")
+    fields = entry(payload={"n": 1}, message_id=uuid_utils.uuid7())
+    for _ in range(5):
+        for stream in streams:
+            redis_client.xadd(stream, fields)
+
+    def slow(message: Envelope, session: Session) -> None:
+        time.sleep(0.05)  # widen the window in which both consumers hold the same id
+        record_effect(message, session)
+
+    runners = [
+        _runner(_registry(slow), app_db, redis_url, layout=layout, consumer_name=name, concurrency=1)
+        for name in ("a", "b")
+    ]
+    with capture_logs() as logs:
+        await _run_until(runners, _settled(redis_client, streams))
+    assert count_effects(app_db) == 1
+    handled = [e for e in logs if e["event"] == "inbox.message_handled"]
+    skipped = [e for e in logs if e["event"] == "inbox.duplicate_skipped"]
+    assert len(handled) == 1
+    assert len(skipped) == 9
+    assert {e["consumer"] for e in skipped} == {"billing"}
+
+
+async def test_runner_redis_dead_letters_after_limit_while_others_proceed(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A handler that raises is retried, dead-lettered after the limit; other partitions go on meanwhile."""
+    layout = StreamLayout(prefix=stream_prefix, default_partitions=4)
+    streams = layout.streams_of("orders.created")
+    poison = uuid_utils.uuid7()
+
+    def handler(message: Envelope, session: Session) -> None:
+        if message.id == poison:
+            raise LookupError("no such customer")
+        record_effect(message, session)
+
+    redis_client.xadd(streams[0], entry(payload={"n": -1}, message_id=poison))
+    for n in range(40):
+        redis_client.xadd(streams[n % 4], entry(payload={"n": n}))
+    runner = _runner(
+        _registry(handler),
+        app_db,
+        redis_url,
+        layout=layout,
+        max_deliveries=3,
+        retry_delay=dt.timedelta(milliseconds=200),
+        max_retry_delay=dt.timedelta(milliseconds=200),
+    )
+    with capture_logs() as logs:
+        await _run_until([runner], _settled(redis_client, streams))
+    assert count_effects(app_db) == 40
+    events = [e["event"] for e in logs]
+    assert events.count("inbox.handler_failed") == 3
+    # Messages of the other partitions were handled while the poison one waited for its retries.
+    assert events.index("inbox.message_handled") < events.index("inbox.dead_lettered")
+    letters = _dead_letters(app_db)
+    assert [(d.message_id, d.error, d.deliveries, d.stream) for d in letters] == [
+        (str(poison), "LookupError: no such customer", 3, streams[0])
+    ]
+    assert all(
+        client_pending == 0
+        for client_pending in (redis_client.xpending(s, "billing")["pending"] for s in streams)
+    )
+
+
+async def test_runner_redis_dead_letters_malformed_entries(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Missing fields, bad JSON and invalid UTF-8 are dead-lettered with a reason; the consumer keeps going."""
+    stream = f"{stream_prefix}orders.created"
+    missing = {k: v for k, v in entry().items() if k != "data"}
+    bad_json = {**entry(), "headers": "{oops"}
+    bad_utf8 = {k.encode(): v.encode() for k, v in entry().items()} | {b"topic": b"orders.\xc3\x28"}
+    for fields in (missing, bad_json, bad_utf8):
+        redis_client.xadd(stream, fields)  # type: ignore[arg-type]
+    redis_client.xadd(stream, entry(payload={"n": 7}))
+    runner = _runner(_registry(), app_db, redis_url, layout=StreamLayout(prefix=stream_prefix))
+    with capture_logs() as logs:
+        await _run_until([runner], _settled(redis_client, [stream]))
+    assert count_effects(app_db) == 1
+    letters = _dead_letters(app_db)
+    assert [d.error.split(": Expecting")[0] for d in letters] == [
+        "undecodable entry: missing field 'data'",
+        "undecodable entry: field 'headers' is not valid JSON",
+        "undecodable entry: field 'topic' is not valid UTF-8",
+    ]
+    assert letters[2].fields["topic"] == "orders.\\xc3("
+    assert [e["event"] for e in logs].count("inbox.dead_lettered") == 3
+
+
+async def test_runner_redis_recreates_group_after_restart(
+    app_db: str, redis_server_factory: Callable[..., object], stream_prefix: str
+) -> None:
+    """After Redis restarts empty (NOGROUP), the group is recreated from 0 and repeats are absorbed."""
+    server = redis_server_factory(persistence="none")
+    url: str = server.url  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(url)
+    stream = f"{stream_prefix}orders.created"
+    first = entry(payload={"n": 1})
+    client.xadd(stream, first)
+    runner = _runner(_registry(), app_db, url, layout=StreamLayout(prefix=stream_prefix))
+    task = asyncio.create_task(runner.run())
+    try:
+        with capture_logs() as logs:
+            deadline = time.monotonic() + 20
+            while count_effects(app_db) < 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.restart)  # type: ignore[attr-defined]
+            client = redis.Redis.from_url(url)
+            client.xadd(stream, first)  # republished after the restart: a repeat
+            client.xadd(stream, entry(payload={"n": 2}))
+            while count_effects(app_db) < 2 or not _settled(client, [stream])():
+                assert time.monotonic() < deadline, "not recovered after the restart"
+                await asyncio.sleep(0.05)
+    finally:
+        runner.stop()
+        await task
+        await runner.aclose()
+    assert count_effects(app_db) == 2
+    events = [e["event"] for e in logs]
+    assert "inbox.group_recreated" in events
+    assert "inbox.duplicate_skipped" in events
+
+
+async def test_runner_sql_table_broker_end_to_end(db_url: str) -> None:
+    """The SQL-table broker in the same database: entries handled once, pending emptied, status reported."""
+    engine = create_engine(db_url)
+    domain.create_all(engine)
+    repeated = entry(payload={"n": 0})
+    with engine.begin() as conn:
+        rows = [repeated, repeated] + [entry(payload={"n": n}) for n in range(1, 6)]
+        conn.execute(
+            insert(stream_entry),
+            [
+                {"stream": "orders.created", "fields": json.dumps(f), "created_at": dt.datetime.now(dt.UTC)}
+                for f in rows
+            ],
+        )
+    runner = _runner(_registry(), db_url, db_url)
+    await runner.run(once=True)
+    await runner.aclose()
+    assert count_effects(engine) == 6
+    subscriber = connect_subscriber(db_url)
+    status = await inbox.consumer_group_status_async(subscriber, group="billing")
+    await subscriber.aclose()
+    assert [(s.stream, s.pending, s.lag) for s in status] == [("orders.created", 0, 0)]
+    engine.dispose()
+
+
+async def test_consumer_group_status_reports_pending_and_lag(
+    redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Status shows entries pending and behind the group, for ``outboxkit status``."""
+    stream = f"{stream_prefix}orders.created"
+    for n in range(5):
+        redis_client.xadd(stream, entry(payload={"n": n}))
+    redis_client.xgroup_create(stream, "billing", id="0")
+    redis_client.xreadgroup("billing", "c1", {stream: ">"}, count=2)
+    rows = await asyncio.to_thread(inbox.consumer_group_status, redis_url, prefix=stream_prefix)
+    assert [(r.stream, r.group, r.pending, r.behind, r.lag) for r in rows] == [(stream, "billing", 2, 3, 5)]
+
+
+def test_runner_refuses_block_longer_than_socket_timeout(redis_url: str) -> None:
+    """A blocking read as long as the socket timeout is refused before anything starts."""
+    subscriber = connect_subscriber(redis_url, socket_timeout=dt.timedelta(seconds=3))
+    with pytest.raises(ConfigError, match="socket timeout"):
+        inbox.ConsumerRunner(
+            _registry(),
+            db="sqlite://",
+            subscriber=subscriber,
+            config=fast_config("billing", block=dt.timedelta(seconds=3)),
+        )

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import inbox
+from outbox import ConfigError, Envelope, ValidationError
+from tests._inbox import memory_engine
+
+
+def _message(topic: str = "orders.created", type_: str | None = None, **headers: str) -> Envelope:
+    return Envelope(
+        id=uuid.uuid4(),
+        topic=topic,
+        type=type_ or topic,
+        source="t",
+        key="k",
+        time=dt.datetime.now(dt.UTC),
+        headers=headers,
+        payload={"n": 1},
+    )
+
+
+def test_registry_matches_type_before_catch_all() -> None:
+    """A handler bound to a type wins over the topic's catch-all handler."""
+    registry = inbox.Registry()
+
+    @registry.handler("orders.created")
+    def any_type(message: Envelope, session: Session) -> None: ...
+
+    @registry.handler("orders.created", types=["OrderCreated"])
+    def created(message: Envelope, session: Session) -> None: ...
+
+    assert registry.match(_message(type_="OrderCreated")).func is created  # type: ignore[union-attr]
+    assert registry.match(_message(type_="Other")).func is any_type  # type: ignore[union-attr]
+    assert registry.match(_message(topic="payments.done")) is None
+    assert registry.topics == ["orders.created"]
+    assert len(registry) == 2
+
+
+def test_registry_refuses_overlapping_handlers() -> None:
+    """Two handlers that could take the same message are refused at registration."""
+    registry = inbox.Registry()
+    registry.add("t", lambda m, s: None, types="A")
+    with pytest.raises(ConfigError, match="would both handle"):
+        registry.add("t", lambda m, s: None, types=["A", "B"])
+    registry.add("t", lambda m, s: None)
+    with pytest.raises(ConfigError, match="would both handle"):
+        registry.add("t", lambda m, s: None)
+
+
+def test_registry_refuses_bad_topic_and_types() -> None:
+    """Invalid topics and empty type lists are configuration errors."""
+    registry = inbox.Registry()
+    with pytest.raises(ConfigError):
+        registry.add("bad topic!", lambda m, s: None)
+    with pytest.raises(ConfigError):
+        registry.add("t", lambda m, s: None, types=[])
+
+
+def test_registry_detects_async_handlers() -> None:
+    """``async def`` handlers are recognised so the runner gives them an AsyncSession."""
+    registry = inbox.Registry()
+
+    @registry.handler("t")
+    async def handler(message: Envelope, session: object) -> None: ...
+
+    assert registry.specs[0].is_async
+
+
+def test_process_runs_handler_once_per_consumer() -> None:
+    """The second process() of one message id is a duplicate and does not call the handler."""
+    engine = memory_engine()
+    calls: list[str] = []
+    message = _message()
+    for _ in range(3):
+        with Session(engine) as session, session.begin():
+            inbox.process(session, "billing", message, lambda m, s: calls.append("billing"))
+    with Session(engine) as session, session.begin():
+        outcome = inbox.process(session, "shipping", message, lambda m, s: calls.append("shipping"))
+    assert outcome is inbox.Outcome.PROCESSED
+    assert calls == ["billing", "shipping"]
+
+
+def test_process_rolled_back_is_not_recorded() -> None:
+    """A handler that raises leaves no inbox row once the caller rolls back, so a retry runs it."""
+    engine = memory_engine()
+    message = _message()
+
+    def failing(m: Envelope, s: Session) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+        inbox.process(session, "billing", message, failing)
+    with Session(engine) as session, session.begin():
+        assert inbox.process(session, "billing", message, lambda m, s: None) is inbox.Outcome.PROCESSED
+        rows = session.execute(select(func.count()).select_from(inbox.inbox)).scalar()
+    assert rows == 1
+
+
+def test_record_message_accepts_foreign_ids() -> None:
+    """Foreign ids (webhook deliveries, Kafka offsets) dedup like message ids."""
+    engine = memory_engine()
+    with engine.begin() as conn:
+        assert inbox.record_message(conn, "webhooks", "stripe:evt_123")
+        assert not inbox.record_message(conn, "webhooks", "stripe:evt_123")
+    with pytest.raises(ValidationError), engine.begin() as conn:
+        inbox.record_message(conn, "", "x")
+
+
+def test_record_messages_returns_only_new_ids() -> None:
+    """The multi-row insert reports which ids were new."""
+    engine = memory_engine()
+    with engine.begin() as conn:
+        inbox.record_message(conn, "c", "a")
+        assert inbox.record_messages(conn, "c", [("a", None), ("b", "t"), ("c", "t")]) == {"b", "c"}
+
+
+def test_follow_up_headers_copy_correlation_and_set_causation() -> None:
+    """A follow-up keeps the correlation id and names its cause."""
+    first = _message()
+    assert inbox.follow_up_headers(first) == {"correlation_id": str(first.id), "causation_id": str(first.id)}
+    second = _message(correlation_id="corr-1")
+    headers = inbox.follow_up_headers(second, {"tenant": "a"})
+    assert headers == {"correlation_id": "corr-1", "causation_id": str(second.id), "tenant": "a"}
+
+
+def test_consumer_config_validates() -> None:
+    """Bad settings are refused with ConfigError."""
+    with pytest.raises(ConfigError):
+        inbox.ConsumerConfig(group="bad group")
+    with pytest.raises(ConfigError):
+        inbox.ConsumerConfig(group="g", max_deliveries=0)
+    with pytest.raises(ConfigError):
+        inbox.ConsumerConfig(group="g", block=dt.timedelta(0))
+    config = inbox.ConsumerConfig(group="g", claim_idle=dt.timedelta(seconds=10), max_deliveries=3)
+    assert config.redelivery_horizon == dt.timedelta(seconds=60) + config.lease_ttl
