@@ -18,14 +18,13 @@ sys.path.insert(0, str(HERE))
 from shop.migrate import downgrade, upgrade  # noqa: E402
 from shop.service import place_order  # noqa: E402
 
+import inbox.tables  # noqa: E402, F401 - registers the inbox tables
+import outbox  # noqa: E402
+import relay.tables  # noqa: E402, F401 - registers the relay tables
+
 SHOP_TABLES = {"customers", "orders", "alembic_version"}
-TOOLKIT_TABLES = {
-    "outbox",
-    "outbox_dead_letter",
-    "outboxkit_stream_entry",
-    "outboxkit_stream_group",
-    "outboxkit_stream_pending",
-}
+# Every table the toolkit owns: the packages register theirs on outbox.metadata.
+TOOLKIT_TABLES = set(outbox.metadata.tables)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
