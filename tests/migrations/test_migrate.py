@@ -10,12 +10,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import outbox
+import saga.tables  # noqa: F401 - adds the saga tables to outbox.metadata for the drift check
 from tests._cli import run_cli
 
 TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
     "outboxkit_alembic_version",
+    "outboxkit_saga",
+    "outboxkit_saga_step_log",
+    "outboxkit_saga_timer",
     "outboxkit_stream_entry",
     "outboxkit_stream_group",
     "outboxkit_stream_pending",
