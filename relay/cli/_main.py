@@ -12,6 +12,7 @@ from outbox import OutboxError, __version__
 from ._context import CliState
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
+from ._saga_cmd import saga_app
 
 EXIT_USAGE = 2
 # Typer >= 0.29 vendors Click under typer._click; older releases use click.
@@ -32,6 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command(name="migrate")(migrate)
+app.add_typer(saga_app, name="saga")
 
 
 def _version(value: bool) -> None:
