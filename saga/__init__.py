@@ -38,6 +38,7 @@ from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._reply import REPLY_TYPE, reply
+from ._retention import DEFAULT_PURGE_BATCH, purge_sagas
 from ._transition import RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
 from ._wiring import HandlerRegistry, SagaHandler, register
 
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_COMPENSATION_TIMEOUT",
     "DEFAULT_MAX_BACKOFF",
+    "DEFAULT_PURGE_BATCH",
     "DEFAULT_REPLY_TOPIC",
     "DEFAULT_TIMER_TOPIC",
     "EVENT_TYPE_PATTERN",
@@ -79,6 +81,7 @@ __all__ = [
     "count_sagas",
     "follow_up_headers",
     "new_flow_headers",
+    "purge_sagas",
     "register",
     "reply",
     "select_saga",

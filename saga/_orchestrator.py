@@ -10,16 +10,17 @@ point resumes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import structlog
 import uuid_utils.compat as uuid_utils
 from sqlalchemy import update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from outbox import TOPIC_PATTERN, Envelope, JSONValue, OutboxConfig
@@ -138,7 +139,23 @@ class Orchestrator:
         Raises:
             SagaExistsError: a saga with ``saga_id`` exists already.
             SagaDefinitionError: unknown ``saga_type``.
+            StorageError: the database refused (``SchemaMissingError``: not migrated).
         """
+        with _storage_errors("start the saga"):
+            return self._start(
+                session, saga_type, data, saga_id=saga_id, cause=cause, correlation_id=correlation_id
+            )
+
+    def _start(
+        self,
+        session: Session,
+        saga_type: str,
+        data: Mapping[str, JSONValue],
+        *,
+        saga_id: uuid.UUID | None = None,
+        cause: Envelope | None = None,
+        correlation_id: str | None = None,
+    ) -> uuid.UUID:
         definition = self.definition(saga_type)
         given: object = data
         if not isinstance(given, Mapping):
@@ -165,8 +182,8 @@ class Orchestrator:
         )
         try:
             insert_instance(session, instance)
-        except DBAPIError as exc:
-            raise storage_error(exc, "start the saga") from exc
+        except IntegrityError as exc:  # a concurrent start with the same id won
+            raise SagaExistsError(f"saga {sid} already exists") from exc
         run = Run(session, definition, instance, self._topics, cause=None if cause is None else cause.id)
         run.record(StepLogKind.STARTED, detail=definition.name)
         log.info("saga.started", saga_id=str(sid), saga_type=definition.name, correlation_id=correlation)
@@ -180,7 +197,12 @@ class Orchestrator:
         Raises:
             SagaMessageError: the message is not a saga reply (dead-letter it).
             SagaConflictError: another transaction moved the saga meanwhile: roll back.
+            StorageError: the database refused.
         """
+        with _storage_errors("handle the saga reply"):
+            return self._handle_reply(session, envelope)
+
+    def _handle_reply(self, session: Session, envelope: Envelope) -> Outcome:
         coords = parse_coordinates(envelope.headers, envelope_label(envelope))
         ok, data, reason = parse_reply(envelope)
         instance = select_instance(session, coords.saga_id, lock=True)
@@ -201,7 +223,12 @@ class Orchestrator:
         Raises:
             SagaMessageError: the message is not a saga timer.
             SagaConflictError: another transaction moved the saga meanwhile: roll back.
+            StorageError: the database refused.
         """
+        with _storage_errors("handle the saga timer"):
+            return self._handle_timer(session, envelope)
+
+    def _handle_timer(self, session: Session, envelope: Envelope) -> Outcome:
         coords = parse_coordinates(envelope.headers, envelope_label(envelope))
         name = _timer_name(envelope)
         instance = select_instance(session, coords.saga_id, lock=True)
@@ -230,7 +257,7 @@ class Orchestrator:
             return "unknown saga"
         why = _position_mismatch(instance, coords)
         if why is None and needs_command:
-            step = self.definition(instance.type).steps[instance.step]
+            step = self._definition_of(instance).steps[instance.step]
             action = step.action if coords.phase is Phase.ACTION else step.compensation
             if not isinstance(action, Command):
                 why = "the step sends no command"
@@ -247,8 +274,20 @@ class Orchestrator:
             raise SagaConflictError(f"saga {instance.id} changed meanwhile (version {instance.version})")
         delete_timers(session, instance.id, self._topics.outbox_config)
         claimed = dataclasses.replace(instance, version=instance.version + 1)
-        definition = self.definition(instance.type)
+        definition = self._definition_of(instance)
         return Run(session, definition, claimed, self._topics, cause=envelope.id)
+
+    def _definition_of(self, instance: SagaInstance) -> SagaDefinition:
+        definition = self.definition(instance.type)
+        if instance.step >= len(definition.steps):
+            # A definition lost steps while sagas were in flight: refuse rather
+            # than guess. Deploy changed definitions under a new saga type name.
+            msg = (
+                f"saga {instance.id} is at step {instance.step} but {instance.type!r}"
+                f" has {len(definition.steps)} steps now"
+            )
+            raise SagaDefinitionError(msg)
+        return definition
 
     def _ignored(
         self, event: str, coords: Coordinates, instance: SagaInstance | None, why: str, envelope: Envelope
@@ -265,6 +304,14 @@ class Orchestrator:
         )
         state = None if instance is None else instance.state
         return Outcome(saga_id=coords.saga_id, applied=False, state=state, reason=why)
+
+
+@contextlib.contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        raise storage_error(exc, what) from exc
 
 
 def _position_mismatch(instance: SagaInstance, coords: Coordinates) -> str | None:
