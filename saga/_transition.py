@@ -9,6 +9,7 @@ and finally the instance with a version check. Nothing here commits.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import uuid
@@ -111,7 +112,7 @@ class Run:
             saga_type=self.inst.type,
             step=self.inst.step,
             attempt=self.inst.attempt,
-            data=dict(self.inst.data),
+            data=copy.deepcopy(self.inst.data),
         )
 
     def finish(self) -> SagaInstance:
@@ -204,6 +205,9 @@ class Run:
             error = self._run_local(step.compensation)
             if error is not None:
                 self.record(StepLogKind.FAILED, step=index, error=_describe(error))
+                self.log.warning(
+                    "saga.compensation_failed", step=index, attempt=attempt, reason=_describe(error)
+                )
                 self._set_timer(RETRY_TIMER, step.retry.delay(attempt), Phase.COMPENSATION)
                 return
             self.record(StepLogKind.COMPENSATED, step=index)
@@ -224,6 +228,7 @@ class Run:
             self.enter_compensation(index - 1, 1)
             return
         self.record(StepLogKind.REPLY_RECEIVED, step=index, message_id=message_id, error=reason)
+        self.log.warning("saga.compensation_failed", step=index, attempt=attempt, reason=reason)
         self._retry_compensation(step, index, attempt)
 
     def compensation_timed_out(self) -> None:
