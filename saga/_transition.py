@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from outbox import JSONValue, OutboxConfig, publish
+from outbox._crashpoints import crash_point
 
 from ._definition import Command, Local, SagaContext, SagaDefinition, Step
 from ._errors import SagaConflictError, StepFailed
@@ -121,6 +122,7 @@ class Run:
         if not update_instance(self.session, self.inst, expected_version=self.expected_version):
             raise SagaConflictError
         insert_log(self.session, self.log_rows)
+        crash_point("saga.after_transition")
         return self.inst
 
     # -- forward -------------------------------------------------------------
@@ -203,6 +205,7 @@ class Run:
                 self._send(step, step.compensation, Phase.COMPENSATION, delay, timeout)
                 return
             error = self._run_local(step.compensation)
+            crash_point("saga.during_compensation")
             if error is not None:
                 self.record(StepLogKind.FAILED, step=index, error=_describe(error))
                 self.log.warning(
@@ -300,6 +303,8 @@ class Run:
             delay=delay,
             config=self.topics.outbox_config,
         )
+        if phase is Phase.COMPENSATION:
+            crash_point("saga.during_compensation")
         kind = StepLogKind.COMMAND_SENT if phase is Phase.ACTION else StepLogKind.COMPENSATION_SENT
         self.record(
             kind, step=self.inst.step, message_id=message_id, detail=f"{command.topic} {command.type}"
