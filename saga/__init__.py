@@ -1,5 +1,90 @@
-"""Sagas on top of the outbox and the inbox. Arrives with the saga issue."""
+"""Sagas on top of the outbox and the inbox.
+
+Definitions, persisted instances, compensation in reverse order, and timeouts
+without a scheduler.
+
+See ``docs/sagas.md``.
+
+.. versionadded:: 0.1
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from . import tables
+from ._choreography import EVENT_TYPE_PATTERN, follow_up_headers, new_flow_headers
+from ._definition import (
+    DEFAULT_BACKOFF,
+    DEFAULT_COMPENSATION_TIMEOUT,
+    DEFAULT_MAX_BACKOFF,
+    Command,
+    Local,
+    RetryPolicy,
+    SagaContext,
+    SagaData,
+    SagaDefinition,
+    Step,
+)
+from ._errors import (
+    SagaConflictError,
+    SagaDefinitionError,
+    SagaError,
+    SagaExistsError,
+    SagaMessageError,
+    SagaNotFoundError,
+    StepFailed,
+)
+from ._headers import Phase
+from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
+from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
+from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
+from ._reply import REPLY_TYPE, reply
+from ._retention import DEFAULT_PURGE_BATCH, purge_sagas
+from ._transition import RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
+from ._wiring import HandlerRegistry, SagaHandler, register
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_COMPENSATION_TIMEOUT",
+    "DEFAULT_MAX_BACKOFF",
+    "DEFAULT_PURGE_BATCH",
+    "DEFAULT_REPLY_TOPIC",
+    "DEFAULT_TIMER_TOPIC",
+    "EVENT_TYPE_PATTERN",
+    "REPLY_TYPE",
+    "RETRY_TIMER",
+    "TIMEOUT_TIMER",
+    "TIMER_TYPE",
+    "Command",
+    "HandlerRegistry",
+    "Local",
+    "Orchestrator",
+    "Outcome",
+    "Phase",
+    "RetryPolicy",
+    "SagaConflictError",
+    "SagaContext",
+    "SagaCount",
+    "SagaData",
+    "SagaDefinition",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaExistsError",
+    "SagaHandler",
+    "SagaInstance",
+    "SagaMessageError",
+    "SagaNotFoundError",
+    "SagaState",
+    "Step",
+    "StepFailed",
+    "StepLogEntry",
+    "StepLogKind",
+    "count_sagas",
+    "follow_up_headers",
+    "new_flow_headers",
+    "purge_sagas",
+    "register",
+    "reply",
+    "select_saga",
+    "select_step_log",
+    "tables",
+]

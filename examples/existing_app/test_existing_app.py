@@ -21,6 +21,7 @@ from shop.service import place_order  # noqa: E402
 import inbox.tables  # noqa: E402, F401 - registers the inbox tables
 import outbox  # noqa: E402
 import relay.tables  # noqa: E402, F401 - registers the relay tables
+import saga.tables  # noqa: E402, F401 - registers the saga tables
 
 SHOP_TABLES = {"customers", "orders", "alembic_version"}
 # Every table the toolkit owns: the packages register theirs on outbox.metadata.

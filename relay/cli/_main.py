@@ -15,6 +15,7 @@ from ._dead_letters_cmd import app as dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
 from ._relay_cmd import relay
+from ._saga_cmd import saga_app
 from ._status_cmd import status
 
 EXIT_USAGE = 2
@@ -40,6 +41,7 @@ app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(saga_app, name="saga")
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 import inbox.tables  # noqa: F401 - adds the inbox tables to outbox.metadata for the drift check
 import outbox
 import relay.tables  # noqa: F401 - registers the relay tables on outbox.metadata
+import saga.tables  # noqa: F401 - adds the saga tables to outbox.metadata for the drift check
 from tests._cli import run_cli
 
 TOOLKIT_TABLES = {
@@ -24,6 +25,9 @@ TOOLKIT_TABLES = {
     "outboxkit_relay_member",
     "outboxkit_relay_state",
     "outboxkit_stream_lease",
+    "outboxkit_saga",
+    "outboxkit_saga_step_log",
+    "outboxkit_saga_timer",
     "outboxkit_stream_entry",
     "outboxkit_stream_fence",
     "outboxkit_stream_group",

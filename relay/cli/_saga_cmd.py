@@ -1,0 +1,163 @@
+"""``outboxkit saga show ID``: one saga's state and step log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
+
+import saga
+from outbox import ConfigError, StorageError, redact_url
+
+from ._context import DATABASE_URL_ENV
+
+saga_app = typer.Typer(
+    name="saga",
+    help="Inspect sagas.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@saga_app.callback()
+def _saga() -> None:
+    """Inspect sagas."""
+
+
+@saga_app.command(name="show")
+def show(
+    saga_id: Annotated[str, typer.Argument(help="The saga id (a UUID).", show_default=False)],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar=DATABASE_URL_ENV,
+            help=f"Database URL of the orchestrator (env {DATABASE_URL_ENV}).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Print one saga's state and its step log: commands, replies, timeouts, compensations."""
+    if not db:
+        msg = f"no database URL: pass --db or set {DATABASE_URL_ENV}"
+        raise ConfigError(msg)
+    try:
+        sid = uuid.UUID(saga_id)
+    except ValueError:
+        raise ConfigError(f"{saga_id!r:.80} is not a saga id (a UUID)") from None
+    engine = _engine(db)
+    try:
+        with engine.connect() as conn:
+            instance = saga.select_saga(conn, sid)
+            if instance is None:
+                raise saga.SagaNotFoundError(f"no saga {sid} in {redact_url(db)}")
+            entries = saga.select_step_log(conn, sid)
+    except DBAPIError as exc:
+        raise StorageError(f"cannot read {redact_url(db)}: {type(exc.orig).__name__}") from None
+    finally:
+        engine.dispose()
+    typer.echo(_json(instance, entries) if as_json else _text(instance, entries))
+
+
+def _engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
+        raise ConfigError(msg) from None
+    database = engine.url.database
+    if (
+        engine.dialect.name == "sqlite"
+        and database
+        and database != ":memory:"
+        and not Path(database).exists()
+    ):
+        # Reading must not create an empty database file as a side effect.
+        engine.dispose()
+        msg = f"no SQLite database at {database}"
+        raise ConfigError(msg)
+    return engine
+
+
+def _is_missing_file(database: str | None) -> bool:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    return not Path(database).exists()
+
+
+def _time(value: object) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else "-"
+
+
+def _json(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
+    doc = {
+        "saga": {
+            "id": str(instance.id),
+            "type": instance.type,
+            "state": instance.state.value,
+            "step": instance.step,
+            "attempt": instance.attempt,
+            "version": instance.version,
+            "correlation_id": instance.correlation_id,
+            "error": instance.error,
+            "deadline_at": None if instance.deadline_at is None else _time(instance.deadline_at),
+            "created_at": _time(instance.created_at),
+            "updated_at": _time(instance.updated_at),
+            "data": instance.data,
+        },
+        "log": [
+            {
+                "time": _time(e.created_at),
+                "step": e.step,
+                "step_name": e.step_name,
+                "attempt": e.attempt,
+                "kind": e.kind.value,
+                "message_id": None if e.message_id is None else str(e.message_id),
+                "detail": e.detail,
+                "error": e.error,
+            }
+            for e in entries
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def _text(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
+    lines = [
+        (
+            f"saga {instance.id}  type={instance.type}  state={instance.state.value}"
+            f"  step={instance.step}  attempt={instance.attempt}  version={instance.version}"
+        ),
+        (
+            f"correlation_id={instance.correlation_id}  created={_time(instance.created_at)}"
+            f"  updated={_time(instance.updated_at)}"
+        ),
+    ]
+    if instance.deadline_at is not None:
+        lines.append(f"next timer at {_time(instance.deadline_at)}")
+    if instance.error:
+        lines.append(f"error: {instance.error}")
+    lines.append("")
+    lines.append(f"{'TIME':<32}  {'STEP':<24}  {'TRY':>3}  {'KIND':<18}  DETAIL")
+    for e in entries:
+        step = "-" if e.step is None else f"{e.step} {e.step_name}"
+        attempt = "-" if e.attempt is None else str(e.attempt)
+        detail = " ".join(
+            part
+            for part in (
+                e.detail or "",
+                f"message={e.message_id}" if e.message_id else "",
+                f"error={e.error}" if e.error else "",
+            )
+            if part
+        )
+        lines.append(f"{_time(e.created_at):<32}  {step:<24}  {attempt:>3}  {e.kind.value:<18}  {detail}")
+    return "\n".join(lines)

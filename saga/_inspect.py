@@ -1,0 +1,77 @@
+"""Read-only views for operators: counts by type and state, one saga and its step log.
+
+``outboxkit status`` and ``outboxkit saga show`` use these; they take a
+``Session`` or a ``Connection`` and only read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from ._model import SagaInstance, SagaState, StepLogEntry
+from ._store import instance_from_row, log_entry_from_row, storage_error
+from .tables import saga_instance, saga_step_log
+
+__all__ = ["SagaCount", "count_sagas", "select_saga", "select_step_log"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SagaCount:
+    """How many sagas of one type are in one state.
+
+    .. versionadded:: 0.1
+    """
+
+    type: str
+    state: SagaState
+    count: int
+
+
+def count_sagas(target: Session | Connection) -> list[SagaCount]:
+    """Sagas by type and state, sorted by type then state (for ``outboxkit status``).
+
+    Raises:
+        SchemaMissingError: the saga tables do not exist.
+
+    .. versionadded:: 0.1
+    """
+    s = saga_instance
+    query = (
+        select(s.c.type, s.c.state, func.count()).group_by(s.c.type, s.c.state).order_by(s.c.type, s.c.state)
+    )
+    try:
+        rows = target.execute(query).all()
+    except DBAPIError as exc:
+        raise storage_error(exc, "count sagas") from exc
+    return [SagaCount(type=row[0], state=SagaState(row[1]), count=int(row[2])) for row in rows]
+
+
+def select_saga(target: Session | Connection, saga_id: uuid.UUID) -> SagaInstance | None:
+    """One saga as stored, or ``None``.
+
+    .. versionadded:: 0.1
+    """
+    try:
+        row = target.execute(select(saga_instance).where(saga_instance.c.id == saga_id)).mappings().first()
+    except DBAPIError as exc:
+        raise storage_error(exc, "read the saga") from exc
+    return None if row is None else instance_from_row(row)
+
+
+def select_step_log(target: Session | Connection, saga_id: uuid.UUID) -> list[StepLogEntry]:
+    """One saga's step log, oldest first (for ``outboxkit saga show``).
+
+    .. versionadded:: 0.1
+    """
+    log = saga_step_log
+    query = select(log).where(log.c.saga_id == saga_id).order_by(log.c.id)
+    try:
+        rows = target.execute(query).mappings().all()
+    except DBAPIError as exc:
+        raise storage_error(exc, "read the saga step log") from exc
+    return [log_entry_from_row(row) for row in rows]
