@@ -1,0 +1,28 @@
+"""The soak's smoke profile inside the normal suite: real processes, real faults, a real checker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.soak._profile import PROFILES
+from tests.soak._run import run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_soak_smoke_holds_every_guarantee(tmp_path: Path) -> None:
+    """~10k events under relay/consumer SIGKILLs, a relay SIGSTOP and a Redis restart: nothing lost, doubled or reordered."""
+    verdict = run(PROFILES["smoke"], seed=7, out=tmp_path)
+    report = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict.ok, report["violations"]
+    assert verdict.counts is not None
+    assert verdict.counts.expected >= 10_000
+    assert verdict.counts.lost == verdict.counts.doubled == verdict.counts.order_violations == 0
+    assert verdict.faults.get("relay_kill", 0) >= 1
+    assert verdict.faults.get("redis_restart", 0) == 1
+    assert verdict.drain_seconds is not None
+    assert not verdict.secret_leaks
+    assert all(code == 0 for code in verdict.stop_exit_codes.values()), verdict.stop_exit_codes
