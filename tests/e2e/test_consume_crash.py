@@ -6,9 +6,11 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -112,6 +114,20 @@ def consumers(tmp_path: pathlib.Path, app_db: str, redis_url: str, stream_prefix
         consumer.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
 def _pending(client: redis.Redis, stream: str) -> int:
     return int(client.xpending(stream, "billing")["pending"])
 
@@ -183,8 +199,14 @@ def test_consume_sigterm_finishes_in_flight_message_and_exits_zero(
     stream = f"{stream_prefix}orders.created"
     for n in range(20):
         redis_client.xadd(stream, entry(payload={"n": n}))
-    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5")
+    port = _free_port()
+    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5", OUTBOXKIT_METRICS_PORT=str(port))
     wait_until(lambda: count_effects(app_db) >= 1)
+    wait_until(lambda: 'outcome="processed"' in _metrics(port))
+    assert (
+        'outboxkit_inbox_messages_total{consumer="billing",outcome="processed",topic="orders.created"}'
+        in _metrics(port)
+    )
     a.proc.send_signal(signal.SIGTERM)
     assert a.wait() == 0
     done = count_effects(app_db)
