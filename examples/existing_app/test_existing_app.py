@@ -22,8 +22,11 @@ SHOP_TABLES = {"customers", "orders", "alembic_version"}
 TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
+    "outboxkit_inbox",
+    "outboxkit_inbox_dead_letter",
     "outboxkit_stream_entry",
     "outboxkit_stream_group",
+    "outboxkit_stream_lease",
     "outboxkit_stream_pending",
 }
 
