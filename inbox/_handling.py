@@ -31,7 +31,15 @@ from outbox.brokers import Delivery
 from . import _metrics as m
 from ._config import ConsumerConfig, Mode
 from ._dead_letters import insert_dead_letter
-from ._dedup import AsyncHandler, Outcome, SyncHandler, process, process_async, record_messages
+from ._dedup import (
+    AsyncHandler,
+    Outcome,
+    SyncHandler,
+    process,
+    process_async,
+    record_messages,
+    record_messages_async,
+)
 from ._registry import HandlerSpec, Registry, Reject
 from .tables import inbox
 
@@ -371,6 +379,8 @@ class Dispatcher:
         acks, items = await asyncio.to_thread(self._prepare_all, batch, stop)
         if len(acks) + len(items) < len(batch):
             return acks
+        if self._config.mode is Mode.BATCH:
+            return acks + await self._runs_mixed(items, stop, halt)
         for item in items:
             if halt.is_set():
                 break
@@ -382,6 +392,71 @@ class Dispatcher:
                 break
             acks.append(item.delivery.entry_id)
         return acks
+
+    async def _runs_mixed(
+        self, items: list[_Item], stop: threading.Event, halt: threading.Event
+    ) -> list[str]:
+        """Batch mode with async handlers: consecutive sync or async items share one transaction."""
+        acks: list[str] = []
+        start = 0
+        while start < len(items):
+            end = start
+            while end < len(items) and items[end].spec.is_async == items[start].spec.is_async:
+                end += 1
+            run = items[start:end]
+            if run[0].spec.is_async:
+                done = await self._batch_async(run, stop, halt)
+            else:
+                done = await asyncio.to_thread(self._batch_sync, run, stop, halt)
+            acks.extend(done)
+            if len(done) < len(run):
+                break
+            start = end
+        return acks
+
+    async def _batch_async(
+        self, items: list[_Item], stop: threading.Event, halt: threading.Event
+    ) -> list[str]:
+        if halt.is_set():
+            return []
+        started = time.perf_counter()
+        try:
+            outcomes = await self._execute_batch_async(items)
+        except Exception as exc:
+            if isinstance(exc, SchemaMissingError):
+                raise
+            self._batch_failed(items, exc)
+            acks = []
+            for item in items:
+                if halt.is_set() or not await self._handle_one_async(item, stop):
+                    break
+                acks.append(item.delivery.entry_id)
+            return acks
+        self._batch_done(items, outcomes, time.perf_counter() - started)
+        return [item.delivery.entry_id for item in items]
+
+    async def _execute_batch_async(self, items: list[_Item]) -> list[Outcome]:
+        if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
+            msg = "async handlers need an async engine"
+            raise StorageError(msg)
+        async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
+            fresh = await record_messages_async(
+                session,
+                self._consumer,
+                [(i.message.id, i.message.topic) for i in items],
+                attempts=max(i.delivery.deliveries for i in items),
+            )
+            outcomes = []
+            for item in items:
+                message_id = str(item.message.id)
+                if message_id in fresh:
+                    fresh.discard(message_id)
+                    handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
+                    await handler(item.message, session)
+                    outcomes.append(Outcome.PROCESSED)
+                else:
+                    outcomes.append(Outcome.DUPLICATE)
+            return outcomes
 
     async def _handle_one_async(self, item: _Item, stop: threading.Event) -> bool:
         attempt = item.delivery.deliveries

@@ -355,3 +355,50 @@ async def test_retry_dead_letter_runs_handler_once_and_marks_it() -> None:
     assert _count(engine) == 1
     assert inbox.select_dead_letters(engine) == []
     assert inbox.purge_dead_letters(engine, consumer="billing") == 1
+
+
+async def test_runner_batch_mode_with_async_handlers(tmp_path: pathlib.Path) -> None:
+    """Batch mode commits ``async def`` handlers' batches once and isolates a failing message."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    outbox.upgrade(url)
+    engine = create_engine(url)
+    domain.create_all(engine)
+    streams = MemoryStreams()
+
+    async def handler(message: Envelope, session: AsyncSession) -> None:
+        if message.payload == {"n": 2}:
+            raise RuntimeError("boom")
+        await session.execute(insert(effect).values(message_id=str(message.id), n=1))
+
+    mid = uuid_utils.uuid7()
+    for n in range(5):
+        streams.add("orders.created", entry(payload={"n": n}, message_id=mid if n == 4 else None))
+    streams.add("orders.created", entry(payload={"n": 4}, message_id=mid))
+    runner = inbox.ConsumerRunner(
+        _registry(handler),
+        db=url,
+        subscriber=MemorySubscriber(streams),
+        config=fast_config("billing", mode=inbox.Mode.BATCH, max_deliveries=2),
+    )
+    with capture_logs() as logs:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert _count(engine) == 4
+    assert len(inbox.select_dead_letters(engine)) == 1
+    assert "inbox.batch_failed" in [e["event"] for e in logs]
+    engine.dispose()
+
+
+async def test_runner_holds_at_most_one_batch_per_partition() -> None:
+    """With slow handlers the runner reads ahead no more than its batch size (backpressure)."""
+    engine, streams = memory_engine(), MemoryStreams()
+    seen_pending: list[int] = []
+
+    def slow(message: Envelope, session: Session) -> None:
+        seen_pending.append(len(streams.pending("orders.created", "billing")))
+
+    for n in range(40):
+        streams.add("orders.created", entry(payload={"n": n}))
+    await _runner(_registry(slow), engine, streams, batch_size=5).run(once=True)
+    assert len(seen_pending) == 40
+    assert max(seen_pending) <= 5
