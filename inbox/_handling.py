@@ -1,18 +1,17 @@
 """Handling delivered entries: decode, dedup, run the handler, retry, dead-letter.
 
-One :class:`Dispatcher` per runner. It returns the entry ids that may be
+One dispatcher per runner. It returns the entry ids that may be
 acknowledged: an entry is acknowledged only once its outcome is committed
 (effects + inbox row, or a dead letter), never before.
 
 Sync handlers run in a worker thread, one thread hop per batch (not per
 message): the per-message transactions, retries and dead letters of a batch
 all happen inside that one call, which keeps per-message mode close to the raw
-commit rate. ``async def`` handlers run on the event loop.
+commit rate. ``async def`` handlers run on the event loop (:mod:`._dispatch`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import threading
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
@@ -32,18 +31,15 @@ from . import _metrics as m
 from ._config import ConsumerConfig, Mode
 from ._dead_letters import insert_dead_letter
 from ._dedup import (
-    AsyncHandler,
     Outcome,
     SyncHandler,
     process,
-    process_async,
     record_messages,
-    record_messages_async,
 )
 from ._registry import HandlerSpec, Registry, Reject
 from .tables import inbox
 
-__all__ = ["Dispatcher", "is_transient"]
+__all__ = ["Item", "SyncDispatcher", "Verdict", "error_text", "is_transient"]
 
 log = structlog.get_logger("inbox")
 
@@ -56,27 +52,27 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(cause, OperationalError | InterfaceError)
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(slots=True)
-class _Item:
+class Item:
     delivery: Delivery
     message: Envelope
     spec: HandlerSpec
 
 
-class _Verdict(enum.Enum):
+class Verdict(enum.Enum):
     RETRY = "retry"  # counted attempt; retry after a backoff
     TRANSIENT = "transient"  # the database failed, not the handler; retry without counting
     DEAD = "dead"  # out of attempts: dead-letter
     LEAVE = "leave"  # stopping: leave it pending for the partition's next owner
 
 
-class Dispatcher:
-    """Runs registered handlers on delivered entries, per message or per batch."""
+class SyncDispatcher:
+    """Decoding, outcomes, dead letters and sync handlers; :class:`Dispatcher` adds the async path."""
 
     def __init__(
         self, registry: Registry, config: ConsumerConfig, engine: Engine, async_engine: AsyncEngine | None
@@ -88,26 +84,12 @@ class Dispatcher:
         self._consumer = config.group
         self._all_sync = not any(spec.is_async for spec in registry.specs)
 
-    async def handle(
-        self, batch: Sequence[Delivery], stop: threading.Event, halt: threading.Event
-    ) -> list[str]:
-        """Handle a batch from one stream in order; return the entry ids to acknowledge.
-
-        ``stop`` (graceful shutdown) ends retries early, leaving the failing
-        entry pending; ``halt`` (partition lost) stops before the next entry.
-        An entry left pending ends the batch, so later entries of its key never
-        overtake it.
-        """
-        if self._all_sync:
-            return await asyncio.to_thread(self._handle_sync, batch, stop, halt)
-        return await self._handle_mixed(batch, stop, halt)
-
     # -- preparing -------------------------------------------------------------------
 
-    def _prepare_all(self, batch: Sequence[Delivery], stop: threading.Event) -> tuple[list[str], list[_Item]]:
+    def _prepare_all(self, batch: Sequence[Delivery], stop: threading.Event) -> tuple[list[str], list[Item]]:
         """Decode and route; entries finished here (dead-lettered, ignored) are acknowledged at once."""
         acks: list[str] = []
-        items: list[_Item] = []
+        items: list[Item] = []
         for delivery in batch:
             item, finished = self._prepare(delivery, stop)
             if item is not None:
@@ -118,7 +100,7 @@ class Dispatcher:
                 break
         return acks, items
 
-    def _prepare(self, delivery: Delivery, stop: threading.Event) -> tuple[_Item | None, bool]:
+    def _prepare(self, delivery: Delivery, stop: threading.Event) -> tuple[Item | None, bool]:
         try:
             message = decode_entry(delivery.fields)
         except DecodeError as exc:
@@ -149,7 +131,7 @@ class Dispatcher:
                 f" (over {self._config.poison_deliveries}): its consumers died or lost its partition"
             )
             return None, self._dead_letter(delivery, message, reason, delivery.deliveries, stop)
-        return _Item(delivery, message, spec), False
+        return Item(delivery, message, spec), False
 
     def _already_processed(self, message: Envelope) -> bool:
         query = select(inbox.c.message_id).where(
@@ -180,7 +162,7 @@ class Dispatcher:
             key=message.key,
         )
 
-    def _verdict(self, item: _Item, exc: Exception, attempt: int, stop: threading.Event) -> _Verdict:
+    def _verdict(self, item: Item, exc: Exception, attempt: int, stop: threading.Event) -> Verdict:
         if isinstance(exc, SchemaMissingError):
             raise exc
         if is_transient(exc):
@@ -188,9 +170,9 @@ class Dispatcher:
                 "inbox.storage_unavailable",
                 message_id=str(item.message.id),
                 consumer=self._consumer,
-                error=_error_text(exc),
+                error=error_text(exc),
             )
-            return _Verdict.LEAVE if stop.is_set() else _Verdict.TRANSIENT
+            return Verdict.LEAVE if stop.is_set() else Verdict.TRANSIENT
         final = attempt >= self._config.max_deliveries
         m.FAILURES.labels(self._consumer, item.message.topic).inc()
         log.warning(
@@ -198,15 +180,15 @@ class Dispatcher:
             message_id=str(item.message.id),
             topic=item.message.topic,
             consumer=self._consumer,
-            error=_error_text(exc),
+            error=error_text(exc),
             attempt=attempt,
             will_retry=not final,
             handler=item.spec.name,
             exc_info=exc,
         )
         if final:
-            return _Verdict.DEAD
-        return _Verdict.LEAVE if stop.is_set() else _Verdict.RETRY
+            return Verdict.DEAD
+        return Verdict.LEAVE if stop.is_set() else Verdict.RETRY
 
     def _delay(self, attempt: int) -> float:
         delay = min(self._config.retry_delay * (1 << min(attempt - 1, 16)), self._config.max_retry_delay)
@@ -233,7 +215,7 @@ class Dispatcher:
                 if not is_transient(exc):
                     raise
                 failures += 1
-                log.warning("inbox.storage_unavailable", consumer=self._consumer, error=_error_text(exc))
+                log.warning("inbox.storage_unavailable", consumer=self._consumer, error=error_text(exc))
                 if stop.wait(self._delay(failures)):
                     return False
         m.DEAD_LETTERED.labels(self._consumer, delivery.stream).inc()
@@ -264,7 +246,7 @@ class Dispatcher:
         return acks + self._one_by_one_sync(items, stop, halt)
 
     def _one_by_one_sync(
-        self, items: Sequence[_Item], stop: threading.Event, halt: threading.Event
+        self, items: Sequence[Item], stop: threading.Event, halt: threading.Event
     ) -> list[str]:
         acks = []
         for item in items:
@@ -273,7 +255,7 @@ class Dispatcher:
             acks.append(item.delivery.entry_id)
         return acks
 
-    def _handle_one_sync(self, item: _Item, stop: threading.Event) -> bool:
+    def _handle_one_sync(self, item: Item, stop: threading.Event) -> bool:
         """Process with retries; True when finished (committed or dead-lettered)."""
         attempt = item.delivery.deliveries
         transient = 0
@@ -287,11 +269,11 @@ class Dispatcher:
                 )
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything
                 verdict = self._verdict(item, exc, attempt, stop)
-                if verdict is _Verdict.DEAD:
-                    return self._dead_letter(item.delivery, item.message, _error_text(exc), attempt, stop)
-                if verdict is _Verdict.LEAVE:
+                if verdict is Verdict.DEAD:
+                    return self._dead_letter(item.delivery, item.message, error_text(exc), attempt, stop)
+                if verdict is Verdict.LEAVE:
                     return False
-                if verdict is _Verdict.TRANSIENT:
+                if verdict is Verdict.TRANSIENT:
                     transient += 1
                     stop.wait(self._delay(transient))
                     continue
@@ -301,7 +283,7 @@ class Dispatcher:
             self._record_outcome(item.message, outcome, attempt, time.perf_counter() - started)
             return True
 
-    def _execute_sync(self, item: _Item, attempt: int) -> Outcome:
+    def _execute_sync(self, item: Item, attempt: int) -> Outcome:
         with (
             structlog.contextvars.bound_contextvars(
                 message_id=str(item.message.id), correlation_id=item.message.correlation_id
@@ -312,7 +294,7 @@ class Dispatcher:
             handler: SyncHandler = item.spec.func  # type: ignore[assignment]
             return process(session, self._consumer, item.message, handler, attempts=attempt)
 
-    def _batch_sync(self, items: list[_Item], stop: threading.Event, halt: threading.Event) -> list[str]:
+    def _batch_sync(self, items: list[Item], stop: threading.Event, halt: threading.Event) -> list[str]:
         if halt.is_set():
             return []
         started = time.perf_counter()
@@ -325,7 +307,7 @@ class Dispatcher:
         self._batch_done(items, outcomes, time.perf_counter() - started)
         return [item.delivery.entry_id for item in items]
 
-    def _batch_failed(self, items: list[_Item], exc: Exception) -> list[str]:
+    def _batch_failed(self, items: list[Item], exc: Exception) -> list[str]:
         # One failure rolls the whole batch back; it is redone one message at a
         # time, so the failing message is retried and dead-lettered alone and
         # the others commit on their own.
@@ -334,11 +316,11 @@ class Dispatcher:
             consumer=self._consumer,
             stream=items[0].delivery.stream,
             batch_size=len(items),
-            error=_error_text(exc),
+            error=error_text(exc),
         )
         return []
 
-    def _batch_done(self, items: list[_Item], outcomes: list[Outcome], seconds: float) -> None:
+    def _batch_done(self, items: list[Item], outcomes: list[Outcome], seconds: float) -> None:
         for item, outcome in zip(items, outcomes, strict=True):
             self._record_outcome(item.message, outcome, item.delivery.deliveries, None)
         m.HANDLER_SECONDS.labels(self._consumer, items[0].message.topic).observe(seconds / len(items))
@@ -351,7 +333,7 @@ class Dispatcher:
             duration_ms=round(seconds * 1000, 3),
         )
 
-    def _execute_batch_sync(self, items: list[_Item]) -> list[Outcome]:
+    def _execute_batch_sync(self, items: list[Item]) -> list[Outcome]:
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
             fresh = record_messages(
                 session,
@@ -370,140 +352,3 @@ class Dispatcher:
                 else:
                     outcomes.append(Outcome.DUPLICATE)
             return outcomes
-
-    # -- registries with async handlers ----------------------------------------------
-
-    async def _handle_mixed(
-        self, batch: Sequence[Delivery], stop: threading.Event, halt: threading.Event
-    ) -> list[str]:
-        acks, items = await asyncio.to_thread(self._prepare_all, batch, stop)
-        if len(acks) + len(items) < len(batch):
-            return acks
-        if self._config.mode is Mode.BATCH:
-            return acks + await self._runs_mixed(items, stop, halt)
-        for item in items:
-            if halt.is_set():
-                break
-            if item.spec.is_async:
-                done = await self._handle_one_async(item, stop)
-            else:
-                done = await asyncio.to_thread(self._handle_one_sync, item, stop)
-            if not done:
-                break
-            acks.append(item.delivery.entry_id)
-        return acks
-
-    async def _runs_mixed(
-        self, items: list[_Item], stop: threading.Event, halt: threading.Event
-    ) -> list[str]:
-        """Batch mode with async handlers: consecutive sync or async items share one transaction."""
-        acks: list[str] = []
-        start = 0
-        while start < len(items):
-            end = start
-            while end < len(items) and items[end].spec.is_async == items[start].spec.is_async:
-                end += 1
-            run = items[start:end]
-            if run[0].spec.is_async:
-                done = await self._batch_async(run, stop, halt)
-            else:
-                done = await asyncio.to_thread(self._batch_sync, run, stop, halt)
-            acks.extend(done)
-            if len(done) < len(run):
-                break
-            start = end
-        return acks
-
-    async def _batch_async(
-        self, items: list[_Item], stop: threading.Event, halt: threading.Event
-    ) -> list[str]:
-        if halt.is_set():
-            return []
-        started = time.perf_counter()
-        try:
-            outcomes = await self._execute_batch_async(items)
-        except Exception as exc:
-            if isinstance(exc, SchemaMissingError):
-                raise
-            self._batch_failed(items, exc)
-            acks = []
-            for item in items:
-                if halt.is_set() or not await self._handle_one_async(item, stop):
-                    break
-                acks.append(item.delivery.entry_id)
-            return acks
-        self._batch_done(items, outcomes, time.perf_counter() - started)
-        return [item.delivery.entry_id for item in items]
-
-    async def _execute_batch_async(self, items: list[_Item]) -> list[Outcome]:
-        if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
-            msg = "async handlers need an async engine"
-            raise StorageError(msg)
-        async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
-            fresh = await record_messages_async(
-                session,
-                self._consumer,
-                [(i.message.id, i.message.topic) for i in items],
-                attempts=max(i.delivery.deliveries for i in items),
-            )
-            outcomes = []
-            for item in items:
-                message_id = str(item.message.id)
-                if message_id in fresh:
-                    fresh.discard(message_id)
-                    handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
-                    await handler(item.message, session)
-                    outcomes.append(Outcome.PROCESSED)
-                else:
-                    outcomes.append(Outcome.DUPLICATE)
-            return outcomes
-
-    async def _handle_one_async(self, item: _Item, stop: threading.Event) -> bool:
-        attempt = item.delivery.deliveries
-        transient = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                outcome = await self._execute_async(item, attempt)
-            except Reject as exc:
-                error = f"rejected: {exc.reason}"
-                return await asyncio.to_thread(
-                    self._dead_letter, item.delivery, item.message, error, attempt, stop
-                )
-            except Exception as exc:  # noqa: BLE001 - a handler may raise anything
-                verdict = self._verdict(item, exc, attempt, stop)
-                if verdict is _Verdict.DEAD:
-                    error = _error_text(exc)
-                    return await asyncio.to_thread(
-                        self._dead_letter, item.delivery, item.message, error, attempt, stop
-                    )
-                if verdict is _Verdict.LEAVE:
-                    return False
-                if verdict is _Verdict.TRANSIENT:
-                    transient += 1
-                    await _wait(stop, self._delay(transient))
-                    continue
-                await _wait(stop, self._delay(attempt))
-                attempt += 1
-                continue
-            self._record_outcome(item.message, outcome, attempt, time.perf_counter() - started)
-            return True
-
-    async def _execute_async(self, item: _Item, attempt: int) -> Outcome:
-        if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
-            msg = "async handlers need an async engine"
-            raise StorageError(msg)
-        with structlog.contextvars.bound_contextvars(
-            message_id=str(item.message.id), correlation_id=item.message.correlation_id
-        ):
-            async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
-                handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
-                return await process_async(session, self._consumer, item.message, handler, attempts=attempt)
-
-
-async def _wait(stop: threading.Event, seconds: float) -> None:
-    """Sleep up to ``seconds``, waking early when ``stop`` is set."""
-    deadline = time.monotonic() + seconds
-    # A threading.Event shared with worker threads cannot be awaited: poll it.
-    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110
-        await asyncio.sleep(min(left, 0.05))

@@ -39,7 +39,7 @@ from outbox.brokers._sqlite import configure_sqlite
 
 from . import _metrics as m
 from ._config import ConsumerConfig
-from ._handling import Dispatcher
+from ._dispatch import Dispatcher
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
