@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pathlib
@@ -15,8 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, insert
 
+from outbox.brokers.sql_tables import stream_entry
 from tests._inbox import count_effects, domain, entry, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -260,3 +262,47 @@ def test_consume_usage_errors_are_one_line_exit_2(
         "outboxkit: error: inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
     )
     assert "secret" not in missing.stderr
+
+
+def test_consume_once_on_the_sql_table_broker(sqlite_url: str) -> None:
+    """The embedded default: SQLite as database and broker; ``--once`` drains the stream and exits 0."""
+    engine = create_engine(sqlite_url)
+    domain.create_all(engine)
+    fields = [entry(payload={"n": n}) for n in range(5)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {"stream": "orders.created", "fields": json.dumps(f), "created_at": dt.datetime.now(dt.UTC)}
+                for f in fields
+            ],
+        )
+    engine.dispose()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--log-format",
+            "json",
+            "consume",
+            "tests.e2e.inbox_app:registry",
+            "--db",
+            sqlite_url,
+            "--broker",
+            sqlite_url,
+            "--group",
+            "billing",
+            "--once",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert count_effects(sqlite_url) == 5
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events.count("inbox.message_handled") == 5
