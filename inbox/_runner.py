@@ -92,7 +92,7 @@ class ConsumerRunner:
         self._engine = self._sync_engine(db)
         self._async_engine: AsyncEngine | None = None
         if any(spec.is_async for spec in registry.specs):
-            self._async_engine = create_async_engine(async_url(self._engine.url), pool_pre_ping=True)
+            self._async_engine = create_async_engine(async_url(self._engine.url))
             if self._async_engine.dialect.name == "sqlite":
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
