@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
 import inbox
+import outbox
 from outbox import ConfigError, Envelope, key_hash
 from outbox.brokers import StreamLayout, connect_subscriber
 from outbox.brokers.sql_tables import stream_entry
@@ -307,3 +308,48 @@ async def test_runner_redis_keeps_per_key_order_with_two_consumers(
     assert all(ns == sorted(ns) for ns in by_key.values())
     owners = {e["consumer_name"] for e in logs if e["event"] == "inbox.partition_acquired"}
     assert owners == {"a", "b"}
+
+
+async def test_runner_survives_database_restart_without_dead_letters(
+    pg_server_factory: Callable[..., object], redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """PostgreSQL killed and restarted mid-stream: every message commits once, none is dead-lettered."""
+    server = pg_server_factory(durable=True)
+    db: str = server.create_database("app")  # type: ignore[attr-defined]
+    outbox.upgrade(db)
+    engine = create_engine(db)
+    domain.create_all(engine)
+    engine.dispose()
+    stream = f"{stream_prefix}orders.created"
+    for n in range(60):
+        redis_client.xadd(stream, entry(payload={"n": n}))
+
+    def slow(message: Envelope, session: Session) -> None:
+        time.sleep(0.01)
+        record_effect(message, session)
+
+    runner = _runner(
+        _registry(slow), db, redis_url, layout=StreamLayout(prefix=stream_prefix), max_deliveries=2
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        with capture_logs() as logs:
+            deadline = time.monotonic() + 30
+            while count_effects(db) < 10:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(server.kill)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)  # type: ignore[attr-defined]
+            while not _settled(redis_client, [stream])():
+                assert time.monotonic() < deadline, "not recovered after the database restart"
+                await asyncio.sleep(0.05)
+    finally:
+        runner.stop()
+        await task
+        await runner.aclose()
+    assert count_effects(db) == 60
+    assert _dead_letters(db) == []
+    events = [e["event"] for e in logs]
+    assert "inbox.storage_unavailable" in events
+    assert "inbox.dead_lettered" not in events
