@@ -105,7 +105,8 @@ def insert_dead_letter(
         except IntegrityError:
             return False
         return True
-    return bool(conn.execute(stmt).rowcount)
+    # RETURNING, not rowcount: psycopg reports -1 for some upserts.
+    return conn.execute(stmt.returning(inbox_dead_letter.c.id)).first() is not None
 
 
 def _to_dead_letter(row: RowMapping) -> DeadLetter:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
-from sqlalchemy import Connection, Insert, Table, insert
+from sqlalchemy import Connection, Executable, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -84,24 +85,22 @@ def _row(consumer: str, message_id: str | uuid.UUID, topic: str | None, attempts
     }
 
 
-def _upsert(dialect: Dialect, rows: list[dict[str, Any]]) -> Insert | None:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING message_id``, or None if unsupported."""
-    table: Table = inbox
-    if dialect.name == "postgresql":
-        pg = (
-            postgresql.insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
-        )
-        return pg.returning(table.c.message_id)
-    if dialect.name == "sqlite":
-        lite = (
-            sqlite.insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
-        )
-        return lite.returning(table.c.message_id)
-    return None
+@functools.lru_cache(maxsize=8)
+def _upsert(dialect_name: str) -> Executable | None:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING message_id``; None if unsupported.
+
+    Built once and executed with parameters, so SQLAlchemy's statement cache
+    and insertmanyvalues batching apply (a ``.values(rows)`` statement would be
+    compiled again for every call).
+    """
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect_name == "postgresql":
+        stmt = postgresql.insert(inbox).on_conflict_do_nothing(index_elements=["consumer", "message_id"])
+    elif dialect_name == "sqlite":
+        stmt = sqlite.insert(inbox).on_conflict_do_nothing(index_elements=["consumer", "message_id"])
+    else:
+        return None
+    return stmt.returning(inbox.c.message_id)
 
 
 def _dialect(target: SyncTarget | AsyncTarget) -> Dialect:
@@ -138,11 +137,11 @@ def record_messages(
     rows = [_row(consumer, mid, topic, attempts) for mid, topic in message_ids]
     if not rows:
         return set()
-    stmt = _upsert(_dialect(target), rows)
+    stmt = _upsert(_dialect(target).name)
     try:
         if stmt is None:
             return {row["message_id"] for row in rows if _insert_fallback(target, row)}
-        return {str(r[0]) for r in target.execute(stmt)}
+        return {str(r[0]) for r in target.execute(stmt, rows[0] if len(rows) == 1 else rows)}
     except DBAPIError as exc:
         raise _storage_error(exc) from exc
 
@@ -199,11 +198,11 @@ async def record_messages_async(
     rows = [_row(consumer, mid, topic, attempts) for mid, topic in message_ids]
     if not rows:
         return set()
-    stmt = _upsert(_dialect(target), rows)
+    stmt = _upsert(_dialect(target).name)
     try:
         if stmt is None:
             return {row["message_id"] for row in rows if await _insert_fallback_async(target, row)}
-        return {str(r[0]) for r in await target.execute(stmt)}
+        return {str(r[0]) for r in await target.execute(stmt, rows[0] if len(rows) == 1 else rows)}
     except DBAPIError as exc:
         raise _storage_error(exc) from exc
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ from outbox.brokers._sqlite import configure_sqlite
 
 from . import _metrics as m
 from ._config import ConsumerConfig
-from ._handling import Dispatcher
+from ._dispatch import Dispatcher
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
@@ -52,8 +53,9 @@ _LAG_INTERVAL = 5.0
 @dataclass(eq=False)
 class _Worker:
     stream: str
-    stop: asyncio.Event = field(default_factory=asyncio.Event)  # finish the batch in hand, then stop
-    halt: asyncio.Event = field(default_factory=asyncio.Event)  # lease lost: not one more entry
+    # threading.Event: handlers of sync registries check them from a worker thread.
+    stop: threading.Event = field(default_factory=threading.Event)  # finish the batch in hand, then stop
+    halt: threading.Event = field(default_factory=threading.Event)  # lease lost: not one more entry
     lease_until: float = 0.0
     lost: bool = False
     task: asyncio.Task[None] | None = None
@@ -90,7 +92,7 @@ class ConsumerRunner:
         self._engine = self._sync_engine(db)
         self._async_engine: AsyncEngine | None = None
         if any(spec.is_async for spec in registry.specs):
-            self._async_engine = create_async_engine(async_url(self._engine.url), pool_pre_ping=True)
+            self._async_engine = create_async_engine(async_url(self._engine.url))
             if self._async_engine.dialect.name == "sqlite":
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
@@ -104,7 +106,10 @@ class ConsumerRunner:
     def _sync_engine(self, db: str | Engine) -> Engine:
         if isinstance(db, Engine):
             return db
-        engine = create_engine(sync_url(db), pool_pre_ping=True, pool_size=self.config.concurrency + 2)
+        # No pool_pre_ping: it costs a round trip per transaction. A dropped
+        # connection fails the attempt as a transient error, is discarded by the
+        # pool, and the message is retried on a fresh one.
+        engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         return engine
@@ -348,8 +353,7 @@ class ConsumerRunner:
                     self._log.warning(
                         "inbox.broker_unavailable", stream=worker.stream, error=str(exc), attempt=failures
                     )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(worker.stop.wait(), timeout=min(0.2 * 2**failures, 5.0))
+                    await _wait_event(worker.stop, min(0.2 * 2**failures, 5.0))
         finally:
             await self._release(worker)
 
@@ -402,3 +406,10 @@ class ConsumerRunner:
                 self._log.info(
                     "inbox.retention_purged", deleted=deleted, older_than_s=retention.total_seconds()
                 )
+
+
+async def _wait_event(event: threading.Event, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    # A threading.Event shared with worker threads cannot be awaited: poll it.
+    while not event.is_set() and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(min(left, 0.05))

@@ -255,8 +255,9 @@ class SqlTableSubscriber:
                     set_={"owner": owner, "expires_at": now + ttl},
                     where=or_(lease.c.expires_at < now, lease.c.owner == owner),
                 )
-                result = await conn.execute(stmt)
-                return bool(result.rowcount)
+                # RETURNING, not rowcount: psycopg reports -1 for some upserts.
+                result = await conn.execute(stmt.returning(lease.c.owner))
+                return result.first() is not None
         except DBAPIError as exc:
             raise self._error("lease", exc) from exc
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, insert
 
+from outbox.brokers.sql_tables import stream_entry
 from tests._inbox import count_effects, domain, entry, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -112,6 +116,20 @@ def consumers(tmp_path: pathlib.Path, app_db: str, redis_url: str, stream_prefix
         consumer.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
 def _pending(client: redis.Redis, stream: str) -> int:
     return int(client.xpending(stream, "billing")["pending"])
 
@@ -183,8 +201,14 @@ def test_consume_sigterm_finishes_in_flight_message_and_exits_zero(
     stream = f"{stream_prefix}orders.created"
     for n in range(20):
         redis_client.xadd(stream, entry(payload={"n": n}))
-    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5")
+    port = _free_port()
+    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5", OUTBOXKIT_METRICS_PORT=str(port))
     wait_until(lambda: count_effects(app_db) >= 1)
+    wait_until(lambda: 'outcome="processed"' in _metrics(port))
+    assert (
+        'outboxkit_inbox_messages_total{consumer="billing",outcome="processed",topic="orders.created"}'
+        in _metrics(port)
+    )
     a.proc.send_signal(signal.SIGTERM)
     assert a.wait() == 0
     done = count_effects(app_db)
@@ -238,3 +262,47 @@ def test_consume_usage_errors_are_one_line_exit_2(
         "outboxkit: error: inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
     )
     assert "secret" not in missing.stderr
+
+
+def test_consume_once_on_the_sql_table_broker(sqlite_url: str) -> None:
+    """The embedded default: SQLite as database and broker; ``--once`` drains the stream and exits 0."""
+    engine = create_engine(sqlite_url)
+    domain.create_all(engine)
+    fields = [entry(payload={"n": n}) for n in range(5)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {"stream": "orders.created", "fields": json.dumps(f), "created_at": dt.datetime.now(dt.UTC)}
+                for f in fields
+            ],
+        )
+    engine.dispose()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--log-format",
+            "json",
+            "consume",
+            "tests.e2e.inbox_app:registry",
+            "--db",
+            sqlite_url,
+            "--broker",
+            sqlite_url,
+            "--group",
+            "billing",
+            "--once",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert count_effects(sqlite_url) == 5
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events.count("inbox.message_handled") == 5

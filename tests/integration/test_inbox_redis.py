@@ -11,15 +11,16 @@ from collections.abc import Callable
 import pytest
 import redis
 import uuid_utils.compat as uuid_utils
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, insert, select
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
 import inbox
-from outbox import ConfigError, Envelope
+import outbox
+from outbox import ConfigError, Envelope, key_hash
 from outbox.brokers import StreamLayout, connect_subscriber
 from outbox.brokers.sql_tables import stream_entry
-from tests._inbox import count_effects, domain, entry, fast_config, record_effect
+from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
 
 
 def _dead_letters(url: str) -> list[inbox.DeadLetter]:
@@ -263,3 +264,92 @@ def test_runner_refuses_block_longer_than_socket_timeout(redis_url: str) -> None
             subscriber=subscriber,
             config=fast_config("billing", block=dt.timedelta(seconds=3)),
         )
+
+
+async def test_runner_redis_keeps_per_key_order_with_two_consumers(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Two consumers sharing four partitions handle every key's messages in publish order."""
+    layout = StreamLayout(prefix=stream_prefix, default_partitions=4)
+    streams = layout.streams_of("orders.created")
+    for n in range(200):
+        key = f"k{n % 10}"
+        mid = uuid_utils.uuid7()
+        redis_client.xadd(
+            layout.stream_for("orders.created", key_hash(key, mid)),
+            entry(payload={"n": n}, key=key, message_id=mid),
+        )
+
+    def slow(message: Envelope, session: Session) -> None:
+        time.sleep(0.02)  # long enough for the second consumer to take its share
+        record_effect(message, session)
+
+    runners = [
+        _runner(
+            _registry(slow),
+            app_db,
+            redis_url,
+            layout=layout,
+            consumer_name=name,
+            lease_ttl=dt.timedelta(seconds=1),
+        )
+        for name in ("a", "b")
+    ]
+    with capture_logs() as logs:
+        await _run_until(runners, _settled(redis_client, streams))
+    engine = create_engine(app_db)
+    with engine.connect() as conn:
+        rows = conn.execute(select(effect.c.key, effect.c.n).order_by(effect.c.id)).all()
+    engine.dispose()
+    assert len(rows) == 200
+    by_key: dict[str, list[int]] = {}
+    for key, n in rows:
+        by_key.setdefault(key, []).append(n)
+    assert all(ns == sorted(ns) for ns in by_key.values())
+    owners = {e["consumer_name"] for e in logs if e["event"] == "inbox.partition_acquired"}
+    assert owners == {"a", "b"}
+
+
+async def test_runner_survives_database_restart_without_dead_letters(
+    pg_server_factory: Callable[..., object], redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """PostgreSQL killed and restarted mid-stream: every message commits once, none is dead-lettered."""
+    server = pg_server_factory(durable=True)
+    db: str = server.create_database("app")  # type: ignore[attr-defined]
+    outbox.upgrade(db)
+    engine = create_engine(db)
+    domain.create_all(engine)
+    engine.dispose()
+    stream = f"{stream_prefix}orders.created"
+    for n in range(60):
+        redis_client.xadd(stream, entry(payload={"n": n}))
+
+    def slow(message: Envelope, session: Session) -> None:
+        time.sleep(0.01)
+        record_effect(message, session)
+
+    runner = _runner(
+        _registry(slow), db, redis_url, layout=StreamLayout(prefix=stream_prefix), max_deliveries=2
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        with capture_logs() as logs:
+            deadline = time.monotonic() + 30
+            while count_effects(db) < 10:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(server.kill)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)  # type: ignore[attr-defined]
+            while not _settled(redis_client, [stream])():
+                assert time.monotonic() < deadline, "not recovered after the database restart"
+                await asyncio.sleep(0.05)
+    finally:
+        runner.stop()
+        await task
+        await runner.aclose()
+    assert count_effects(db) == 60
+    assert _dead_letters(db) == []
+    events = [e["event"] for e in logs]
+    assert "inbox.storage_unavailable" in events
+    assert "inbox.dead_lettered" not in events

@@ -34,3 +34,35 @@ async def async_use() -> uuid.UUID:
         ids: list[uuid.UUID] = await publish_many(session, [Message(topic="t", payload=None)])
         del ids
         return await publish(session, "orders.created", {"order_id": "o-1"}, key="o-1")
+
+
+def inbox_use() -> None:
+    import inbox  # noqa: PLC0415 - keeps the outbox part of this file independent
+    from outbox import Envelope  # noqa: PLC0415
+
+    registry = inbox.Registry()
+
+    @registry.handler("orders.created", types=["OrderCreated"])
+    def charge(message: Envelope, session: Session) -> None:
+        inbox.publish_follow_up(session, message, "payments.charged", {"ok": True}, key=message.key)
+
+    @registry.handler("orders.cancelled")
+    async def refund(message: Envelope, session: AsyncSession) -> None:
+        await inbox.publish_follow_up_async(session, message, "payments.refunded", {"ok": True})
+
+    engine = create_engine("sqlite://")
+    with Session(engine) as session, session.begin():
+        first: bool = inbox.record_message(session, "webhooks", "evt_1")
+        del first
+        message = Envelope(
+            id=uuid.uuid4(),
+            topic="orders.created",
+            type="OrderCreated",
+            source="s",
+            key="k",
+            time=dt.datetime.now(dt.UTC),
+        )
+        outcome: inbox.Outcome = inbox.process(session, "billing", message, charge)
+        del outcome
+    config = inbox.ConsumerConfig(group="billing", mode=inbox.Mode.BATCH, retention=dt.timedelta(days=3))
+    del config

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import uuid_utils.compat as uuid_utils
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, create_engine, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -269,3 +270,135 @@ def test_dead_letter_fields_are_json() -> None:
         "a": "\\xff",
         "b": "c",
     }
+
+
+async def test_runner_counts_outcomes_in_prometheus_metrics() -> None:
+    """Processed, duplicate and dead-lettered messages are counted per consumer and topic."""
+
+    def value(outcome: str) -> float:
+        labels = {"consumer": "metrics-g", "topic": "orders.created", "outcome": outcome}
+        return REGISTRY.get_sample_value("outboxkit_inbox_messages_total", labels) or 0.0
+
+    before = {o: value(o) for o in ("processed", "duplicate", "dead_lettered")}
+    engine, streams = memory_engine(), MemoryStreams()
+    mid = uuid_utils.uuid7()
+    streams.add("orders.created", entry(message_id=mid))
+    streams.add("orders.created", entry(message_id=mid))
+
+    def handler(message: Envelope, session: Session) -> None:
+        if message.payload == {"n": 9}:
+            raise inbox.Reject("no")
+
+    streams.add("orders.created", entry(payload={"n": 9}))
+    runner = inbox.ConsumerRunner(
+        _registry(handler), db=engine, subscriber=MemorySubscriber(streams), config=fast_config("metrics-g")
+    )
+    await runner.run(once=True)
+    assert {o: value(o) - before[o] for o in before} == {"processed": 1, "duplicate": 1, "dead_lettered": 1}
+
+
+async def test_runner_purges_old_inbox_records_while_running() -> None:
+    """The retention task deletes records older than the window and logs how many."""
+    engine, streams = memory_engine(), MemoryStreams()
+    with engine.begin() as conn:
+        inbox.record_messages(conn, "billing", [(f"old-{i}", "t") for i in range(3)])
+        conn.execute(
+            inbox.inbox.update().values(processed_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+        )
+    runner = _runner(
+        _registry(),
+        engine,
+        streams,
+        retention=dt.timedelta(hours=1),
+        retention_interval=dt.timedelta(milliseconds=50),
+    )
+    with capture_logs() as logs:
+        task = asyncio.create_task(runner.run())
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if _count(engine, inbox.inbox) == 0:
+                break
+        runner.stop()
+        await task
+    assert _count(engine, inbox.inbox) == 0
+    assert [e["deleted"] for e in logs if e["event"] == "inbox.retention_purged"] == [3]
+
+
+async def test_runner_warns_when_stream_outlives_retention() -> None:
+    """Entries older than the inbox window still in the stream are reported at start."""
+    engine, streams = memory_engine(), MemoryStreams()
+    entry_id = streams.add("orders.created", entry())
+    streams.added[int(entry_id)] -= 3 * 3600
+    with capture_logs() as logs:
+        await _runner(_registry(), engine, streams, retention=dt.timedelta(hours=1)).run(once=True)
+    warnings = [e for e in logs if e["event"] == "inbox.retention_shorter_than_stream"]
+    assert [w["stream"] for w in warnings] == ["orders.created"]
+
+
+async def test_retry_dead_letter_runs_handler_once_and_marks_it() -> None:
+    """A dead letter retried after the cause is fixed commits its effect once and leaves the list."""
+    engine, streams = memory_engine(), MemoryStreams()
+    broken = {"on": True}
+
+    def handler(message: Envelope, session: Session) -> None:
+        if broken["on"]:
+            raise RuntimeError("downstream down")
+        record_effect(message, session)
+
+    registry = _registry(handler)
+    streams.add("orders.created", entry(payload={"n": 1}))
+    await _runner(registry, engine, streams, max_deliveries=1).run(once=True)
+    [letter] = inbox.select_dead_letters(engine)
+    broken["on"] = False
+    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.Outcome.PROCESSED
+    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.Outcome.DUPLICATE
+    assert _count(engine) == 1
+    assert inbox.select_dead_letters(engine) == []
+    assert inbox.purge_dead_letters(engine, consumer="billing") == 1
+
+
+async def test_runner_batch_mode_with_async_handlers(tmp_path: pathlib.Path) -> None:
+    """Batch mode commits ``async def`` handlers' batches once and isolates a failing message."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    outbox.upgrade(url)
+    engine = create_engine(url)
+    domain.create_all(engine)
+    streams = MemoryStreams()
+
+    async def handler(message: Envelope, session: AsyncSession) -> None:
+        if message.payload == {"n": 2}:
+            raise RuntimeError("boom")
+        await session.execute(insert(effect).values(message_id=str(message.id), n=1))
+
+    mid = uuid_utils.uuid7()
+    for n in range(5):
+        streams.add("orders.created", entry(payload={"n": n}, message_id=mid if n == 4 else None))
+    streams.add("orders.created", entry(payload={"n": 4}, message_id=mid))
+    runner = inbox.ConsumerRunner(
+        _registry(handler),
+        db=url,
+        subscriber=MemorySubscriber(streams),
+        config=fast_config("billing", mode=inbox.Mode.BATCH, max_deliveries=2),
+    )
+    with capture_logs() as logs:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert _count(engine) == 4
+    assert len(inbox.select_dead_letters(engine)) == 1
+    assert "inbox.batch_failed" in [e["event"] for e in logs]
+    engine.dispose()
+
+
+async def test_runner_holds_at_most_one_batch_per_partition() -> None:
+    """With slow handlers the runner reads ahead no more than its batch size (backpressure)."""
+    engine, streams = memory_engine(), MemoryStreams()
+    seen_pending: list[int] = []
+
+    def slow(message: Envelope, session: Session) -> None:
+        seen_pending.append(len(streams.pending("orders.created", "billing")))
+
+    for n in range(40):
+        streams.add("orders.created", entry(payload={"n": n}))
+    await _runner(_registry(slow), engine, streams, batch_size=5).run(once=True)
+    assert len(seen_pending) == 40
+    assert max(seen_pending) <= 5

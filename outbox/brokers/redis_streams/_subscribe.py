@@ -147,18 +147,20 @@ class RedisStreamsSubscriber:
         if block > self.max_block:
             msg = f"blocking read of {block.total_seconds():g}s is not below the socket timeout"
             raise ConfigError(msg)
-        try:
-            response: Any = await self._call(
-                "XREADGROUP",
-                lambda: self._redis.xreadgroup(
-                    group, consumer, {stream: ">"}, count=count, block=_ms(block) or 1
-                ),
-            )
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                await self._recreate(stream, group)
-                return []
-            raise BrokerError(f"XREADGROUP refused: {exc}") from exc
+        response: Any = None
+        for recreated in (False, True):
+            try:
+                response = await self._call(
+                    "XREADGROUP",
+                    lambda: self._redis.xreadgroup(
+                        group, consumer, {stream: ">"}, count=count, block=_ms(block) or 1
+                    ),
+                )
+                break
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc) or recreated:
+                    raise BrokerError(f"XREADGROUP refused: {exc}") from exc
+                await self._recreate(stream, group)  # then read again, from the start of the stream
         deliveries: list[Delivery] = []
         for _name, entries in response or []:
             deliveries.extend(
