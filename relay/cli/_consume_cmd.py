@@ -19,6 +19,7 @@ from outbox.brokers import StreamLayout, connect_subscriber
 from outbox.brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
+from ._options import parse_topic_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -42,17 +43,6 @@ def load_registry(target: str) -> Registry:
         msg = f"{target!r} is not an inbox.Registry (got {type(registry).__name__})"
         raise ConfigError(msg)
     return registry
-
-
-def _partitions(values: list[str]) -> dict[str, int]:
-    result = {}
-    for value in values:
-        topic, _, count = value.partition("=")
-        if not topic or not count.isdigit():
-            msg = f"--partitions {value!r} must look like TOPIC=N"
-            raise ConfigError(msg)
-        result[topic] = int(count)
-    return result
 
 
 def _seconds(name: str, value: float) -> dt.timedelta:
@@ -114,10 +104,14 @@ def consume(
     stream_prefix: Annotated[
         str, typer.Option("--stream-prefix", envvar="OUTBOXKIT_STREAM_PREFIX", help="Prefix of stream names.")
     ] = "",
-    partitions: Annotated[
-        list[str] | None,
-        typer.Option("--partitions", help="TOPIC=N: the topic has N partition streams (repeatable)."),
-    ] = None,
+    topic_partitions: Annotated[
+        str,
+        typer.Option(
+            "--topic-partitions",
+            envvar="OUTBOXKIT_TOPIC_PARTITIONS",
+            help="Streams per topic, e.g. orders=4,payments=2 (the same as the relay's).",
+        ),
+    ] = "",
     default_partitions: Annotated[
         int,
         typer.Option(
@@ -209,7 +203,7 @@ def consume(
         consumer_name=consumer_name or default_consumer_name(),
         layout=StreamLayout(
             prefix=stream_prefix,
-            partitions=_partitions(partitions or []),
+            partitions=parse_topic_partitions(topic_partitions),
             default_partitions=default_partitions,
         ),
         mode=mode,

@@ -101,7 +101,7 @@ def _consumers(profile: Profile, db: str, broker: str, logs: Path) -> list[Manag
                 GROUP,
                 "--consumer-name",
                 f"consumer-{i}",
-                "--partitions",
+                "--topic-partitions",
                 f"{TOPIC}={profile.stream_partitions}",
                 "--lease-ttl",
                 str(profile.consumer_lease_ttl),
