@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outbox import SchemaMissingError, StorageError
+from outbox._crashpoints import crash_point
 from outbox.brokers import Delivery
 
 from ._config import Mode
@@ -161,7 +162,12 @@ class Dispatcher(SyncDispatcher):
         ):
             async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
                 handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
-                return await process_async(session, self._consumer, item.message, handler, attempts=attempt)
+                outcome = await process_async(
+                    session, self._consumer, item.message, handler, attempts=attempt
+                )
+                crash_point("inbox.after_handler")
+            crash_point("inbox.after_commit")
+            return outcome
 
 
 async def _wait(stop: threading.Event, seconds: float) -> None:

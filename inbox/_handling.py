@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
+from outbox._crashpoints import crash_point
 from outbox.brokers import Delivery
 
 from . import _metrics as m
@@ -292,7 +293,10 @@ class SyncDispatcher:
             session.begin(),
         ):
             handler: SyncHandler = item.spec.func  # type: ignore[assignment]
-            return process(session, self._consumer, item.message, handler, attempts=attempt)
+            outcome = process(session, self._consumer, item.message, handler, attempts=attempt)
+            crash_point("inbox.after_handler")
+        crash_point("inbox.after_commit")
+        return outcome
 
     def _batch_sync(self, items: list[Item], stop: threading.Event, halt: threading.Event) -> list[str]:
         if halt.is_set():
@@ -351,4 +355,6 @@ class SyncDispatcher:
                     outcomes.append(Outcome.PROCESSED)
                 else:
                     outcomes.append(Outcome.DUPLICATE)
-            return outcomes
+            crash_point("inbox.after_handler")
+        crash_point("inbox.after_commit")
+        return outcomes
