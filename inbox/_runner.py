@@ -32,7 +32,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from outbox import BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox import BrokerAuthError, BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
@@ -171,6 +171,8 @@ class ConsumerRunner:
                 for stream in self.streams:
                     await self.subscriber.ensure_group(stream, self.config.group)
                 await self._check_retention()
+            except BrokerAuthError:
+                raise  # credentials or ACL: retrying cannot help
             except BrokerError as exc:
                 failures += 1
                 self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
@@ -250,6 +252,8 @@ class ConsumerRunner:
                 self._rebalance(share)
                 await self._acquire(share, once=once)
                 failures = 0
+            except BrokerAuthError:
+                raise  # credentials or ACL: retrying cannot help
             except BrokerError as exc:
                 failures += 1
                 self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
@@ -348,6 +352,8 @@ class ConsumerRunner:
                     elif once:
                         return
                     failures = 0
+                except BrokerAuthError:
+                    raise  # credentials or ACL: retrying cannot help
                 except BrokerError as exc:
                     failures += 1
                     self._log.warning(

@@ -25,6 +25,7 @@ from ._wire import decode_entry, encode_entry
 from .brokers import sql_tables as _sql_tables  # noqa: F401
 from .config import OutboxConfig
 from .errors import (
+    BrokerAuthError,
     BrokerError,
     ConfigError,
     DecodeError,
@@ -48,6 +49,7 @@ __all__ = [
     "BRANCH_LABEL",
     "TOPIC_PATTERN",
     "VERSION_TABLE",
+    "BrokerAuthError",
     "BrokerError",
     "ConfigError",
     "DecodeError",

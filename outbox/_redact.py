@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 _MASK = "***"
+# Query parameters that carry secrets in driver URLs (libpq, redis-py, ...).
+_SECRET_PARAM = re.compile(
+    r"(?i)(^|[?&;])((?:ssl)?(?:password|passwd|pwd|pass|secret|token|sslpassword)=)[^&;]*"
+)
 
 
 def redact_url(url: object) -> str:
@@ -22,6 +27,9 @@ def redact_url(url: object) -> str:
         parts = urlsplit(text)
     except ValueError:
         return "<unparseable url>"
+    if parts.query:
+        parts = parts._replace(query=_SECRET_PARAM.sub(rf"\1\2{_MASK}", parts.query))
+        text = urlunsplit(parts)
     if parts.password is None and "@" not in parts.netloc:
         return text
     host = parts.hostname or ""

@@ -16,6 +16,7 @@ builtins are mixed in where callers already expect them::
     ├── StorageError                     database unreachable or refusing
     │   └── SchemaMissingError           toolkit tables not created yet
     ├── BrokerError                      broker unreachable or refusing
+    │   ├── BrokerAuthError              credentials or ACL refused (not retried)
     │   ├── PublishError                 the broker rejected a message
     │   └── FencedError                  a newer relay owns the partition (stale lease)
     └── SagaError                        saga definition or state problem
@@ -29,6 +30,7 @@ already tells the user what to do.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerAuthError",
     "BrokerError",
     "ConfigError",
     "DecodeError",
@@ -101,6 +103,10 @@ class SchemaMissingError(StorageError):
 
 class BrokerError(OutboxError):
     """The broker is unreachable or refused the operation."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker refused the credentials or the command: check the user, password and ACL rules."""
 
 
 class PublishError(BrokerError):

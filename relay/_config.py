@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
 from outbox import ConfigError, OutboxConfig
+from outbox._redact import redact_url
 from outbox.brokers import StreamLayout
 
 __all__ = [
@@ -56,8 +58,10 @@ class RelayConfig:
     .. versionadded:: 0.1
     """
 
-    database_url: str
-    broker_url: str
+    # Left out of the generated repr (it would show passwords); __repr__ below
+    # shows them redacted.
+    database_url: str = field(repr=False)
+    broker_url: str = field(repr=False)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     layout: StreamLayout = field(default_factory=StreamLayout)
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -72,6 +76,12 @@ class RelayConfig:
     listen: bool = True
     relay_id: str | None = None
     once: bool = False
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with both URLs redacted."""
+        rest = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr)
+        urls = f"database_url={redact_url(self.database_url)!r}, broker_url={redact_url(self.broker_url)!r}"
+        return f"RelayConfig({urls}, {rest})"
 
     def __post_init__(self) -> None:
         _check(1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch size must be 1..{MAX_BATCH_SIZE}")

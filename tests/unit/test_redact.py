@@ -28,3 +28,18 @@ def test_redact_url_handles_percent_encoded_and_odd_urls() -> None:
     assert "p%40ss" not in redact_url("postgresql://u:p%40ss@h/db")
     assert "s3cret" not in redact_url("redis://u:s3cret@[::1]:6379")
     assert "s3cret" not in redact_url("redis://u:s3cret@host:notaport/0")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://app@db/orders?password=s3cret",
+        "redis://127.0.0.1:6379/0?password=s3cret&ssl_ca_certs=/ca.pem",
+        "postgresql://u@h/db?sslmode=require&sslpassword=s3cret",
+    ],
+)
+def test_redact_url_masks_passwords_in_query_parameters(url: str) -> None:
+    """Passwords given as query parameters are masked too; other parameters stay."""
+    redacted = redact_url(url)
+    assert "s3cret" not in redacted
+    assert "***" in redacted

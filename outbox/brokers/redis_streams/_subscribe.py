@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outbox._redact import redact_url
 from outbox.brokers._subscriber import Delivery, GroupStatus
-from outbox.errors import BrokerError, ConfigError
+from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "RedisStreamsSubscriber"]
 
@@ -117,6 +117,11 @@ class RedisStreamsSubscriber:
         # The one boundary where redis-py errors become BrokerError.
         try:
             return await action()
+        except (AuthenticationError, NoPermissionError) as exc:
+            # Not an outage: retrying cannot help, so it is never retried.
+            name = type(exc).__name__
+            msg = f"Redis at {self._where} refused {what}: {name}: check the user, password and ACL rules"
+            raise BrokerAuthError(msg) from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             msg = f"Redis at {self._where} unreachable during {what}: {type(exc).__name__}"
             raise BrokerError(msg) from exc
