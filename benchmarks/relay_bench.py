@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -179,14 +181,14 @@ def latency(url: str, redis_url: str, prefix: str, rate: int, seconds: float, *,
             poll: float) -> dict[str, float]:  # fmt: skip
     """Commit-to-stream latency: a paced writer records commit times, a reader XREADs the stream."""
     stream = f"{prefix}lat"
-    config = RelayConfig(
-        database_url=url, broker_url=redis_url, layout=StreamLayout(prefix=prefix), listen=listen,
-        poll_interval=dt.timedelta(seconds=poll), replay_window=dt.timedelta(0),
-    )  # fmt: skip
-    daemon = Relay(config)
-    runner = threading.Thread(target=daemon.run, daemon=True)
-    runner.start()
-    time.sleep(1.5)
+    # The relay runs in its own process, as in production (no GIL shared with the writer).
+    args = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+            redis_url, "--stream-prefix", prefix, "--poll-interval", str(poll),
+            "--replay-window", "0"]  # fmt: skip
+    if not listen:
+        args.append("--no-listen")
+    relay_proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    time.sleep(2.0)
     committed: dict[int, float] = {}
     received: dict[int, float] = {}
     total = int(rate * seconds)
@@ -220,8 +222,8 @@ def latency(url: str, redis_url: str, prefix: str, rate: int, seconds: float, *,
             conn.commit()
             committed[n] = time.perf_counter()
     read_thread.join(timeout=30)
-    daemon.stop()
-    runner.join(timeout=10)
+    relay_proc.terminate()
+    relay_proc.wait(timeout=10)
     lat = sorted((received[n] - committed[n]) * 1000 for n in committed if n in received)
     return {
         "events": total,
@@ -243,6 +245,20 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]
         "rows": args.rows,
         "batch_size": args.batch,
     }
+    if args.only in (None, "throughput"):
+        result.update(throughput(args, url, redis_url))
+    if args.only in (None, "writers"):
+        result["commit_rate_8_writers"] = commit_rates(url, 8, args.writer_seconds)
+    if args.only in (None, "latency"):
+        result["latency_notify_1000_s"] = latency(url, redis_url, "bench:ln:", 1000, args.latency_seconds,
+                                                  listen=True, poll=1.0)  # fmt: skip
+        result["latency_poll_100ms_1000_s"] = latency(url, redis_url, "bench:lp:", 1000, args.latency_seconds,
+                                                      listen=False, poll=0.1)  # fmt: skip
+    return result
+
+
+def throughput(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]:
+    result: dict[str, object] = {}
     fill(url, args.rows)
     raw = raw_loop(url, redis_url, "bench:raw", args.batch)
     fill(url, args.rows)
@@ -262,15 +278,12 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]
     result["one_process_rows_s"] = round(p1)
     result["two_processes_rows_s"] = round(p2)
     result["two_vs_one"] = round(p2 / p1, 3)
-    result["commit_rate_8_writers"] = commit_rates(url, 8, args.writer_seconds)
-    result["latency_notify_1000_s"] = latency(url, redis_url, "bench:ln:", 1000, args.latency_seconds,
-                                              listen=True, poll=1.0)  # fmt: skip
-    result["latency_poll_100ms_1000_s"] = latency(url, redis_url, "bench:lp:", 1000, args.latency_seconds,
-                                                  listen=False, poll=0.1)  # fmt: skip
     return result
 
 
 def main() -> None:
+    # Library code logs through structlog; a benchmark only wants warnings.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500)
@@ -280,6 +293,7 @@ def main() -> None:
         "--db", help="postgresql+psycopg:// URL of an empty database (default: start a server)"
     )
     parser.add_argument("--redis", help="redis:// URL (default: start a server)")
+    parser.add_argument("--only", choices=["throughput", "writers", "latency"], help="run one part")
     args = parser.parse_args()
     if args.db and args.redis:
         print(json.dumps(run(args, args.db, args.redis), indent=2))
