@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
+from outbox import StorageError
 from outbox.brokers import Fence
 
 from .tables import relay_lease, relay_member
@@ -77,18 +79,27 @@ class LeaseManager:
 
     def ensure_partitions(self) -> int:
         """Create the lease rows once; return the partition count in use (the stored one wins)."""
-        with self.engine.begin() as conn:
-            count = conn.execute(
-                select(func.count()).select_from(relay_lease).where(relay_lease.c.scope == self.scope)
-            ).scalar_one()
-            if count == 0:
-                conn.execute(
-                    insert(relay_lease),
-                    [{"scope": self.scope, "partition": p, "epoch": 0} for p in range(self.partitions)],
-                )
-                count = self.partitions
-        self.partitions = int(count)
-        return self.partitions
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    count = conn.execute(
+                        select(func.count()).select_from(relay_lease).where(relay_lease.c.scope == self.scope)
+                    ).scalar_one()
+                    if count == 0:
+                        conn.execute(
+                            insert(relay_lease),
+                            [
+                                {"scope": self.scope, "partition": p, "epoch": 0}
+                                for p in range(self.partitions)
+                            ],
+                        )
+                        count = self.partitions
+            except IntegrityError:
+                continue  # another relay created them at the same moment: read theirs
+            self.partitions = int(count)
+            return self.partitions
+        msg = "could not create the relay's lease rows"
+        raise StorageError(msg)
 
     def refresh(self, *, now: dt.datetime) -> LeaseView:
         """Heartbeat, then renew, release and take leases toward this relay's fair share."""

@@ -201,6 +201,10 @@ class Relay:
             if not batch:
                 conn.rollback()
                 return False
+            if conn.dialect.name == "sqlite":
+                # End the read transaction before publishing: the SQL-table broker
+                # may live in this same file and needs its write lock.
+                conn.commit()
             self._relay_batch(batch, owned, conn=conn)
         return True
 
@@ -248,7 +252,7 @@ class Relay:
         if self.config.once:
             with self.engine.connect() as conn:
                 due = self.store.has_due(conn, now=_now())
-            if not due and self.leases.view.epochs:
+            if not due:
                 self._stopping.set()
                 return
             self._sleep(min(0.2, self.config.poll_interval.total_seconds()))

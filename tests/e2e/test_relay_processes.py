@@ -131,6 +131,15 @@ def _args(pg_url: str, redis_url: str, prefix: str, *extra: str) -> list[str]:
             "--lease-ttl", "2", *extra]  # fmt: skip
 
 
+def _wait_all_own_partitions(procs: list[RelayProcess]) -> None:
+    """Wait until every relay has published a batch, i.e. has come up and leased its share."""
+
+    def all_busy() -> bool:
+        return all(any(e["event"] == "relay.batch_published" for e in p.events()) for p in procs)
+
+    wait_until(all_busy, timeout=30)
+
+
 def _drained(url: str, client: redis.Redis, stream: str, expected: int) -> bool:
     return outbox_count(url) == 0 and len({f["id"] for f in redis_entries(client, [stream])}) >= expected
 
@@ -165,9 +174,9 @@ def test_relay_three_processes_one_killed_keep_order(pg_url: str, redis_url: str
     stream = f"{stream_prefix}orders"
     with relays(tmp_path, 3, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "20")) as procs:
         with Writers(pg_url) as writers:
-            time.sleep(1.5)
+            _wait_all_own_partitions(procs)
             procs[1].kill()
-            time.sleep(2.5)
+            time.sleep(3.0)
         wait_until(lambda: _drained(pg_url, redis_client, stream, len(writers.ids)), timeout=30)
         for p in (procs[0], procs[2]):
             p.signal(signal.SIGTERM)
@@ -187,7 +196,7 @@ def test_relay_sigstopped_past_its_lease_does_not_break_order(pg_url: str, redis
     stream = f"{stream_prefix}orders"
     with relays(tmp_path, 2, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "20")) as procs:
         with Writers(pg_url) as writers:
-            time.sleep(1.0)
+            _wait_all_own_partitions(procs)
             procs[0].signal(signal.SIGSTOP)
             time.sleep(4.0)  # lease TTL 2 s: the other relay takes over
             procs[0].signal(signal.SIGCONT)
@@ -340,3 +349,26 @@ def test_relay_memory_stays_bounded_draining_large_payloads(pg_url: str, redis_u
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
     assert max(settled) - min(settled) < 64 * 1024, "RSS grows with the backlog"
     print(f"peak RSS {peak_mib:.0f} MiB over {len(samples)} samples")
+
+
+def test_relay_sqlite_broker_in_the_same_file(tmp_path: Path) -> None:
+    """Outbox and SQL-table broker in one SQLite file: the relay does not deadlock on its own locks."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    assert run_cli("migrate", "--db", url).returncode == 0
+    ids = write_events(url, 120)
+    result = run_cli("relay", "--db", url, "--broker", url, "--once", "--replay-window", "0", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_complete_and_ordered(sql_broker_entries(url, "orders"), ids)
+    assert outbox_count(url, "1=1") == 0
+
+
+def test_relay_two_processes_starting_together_share_the_work(pg_url: str, redis_url: str, stream_prefix: str,
+                                                              redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
+    """Two relays started at the same instant on a fresh database both come up and drain it exactly in key order."""
+    ids = write_events(pg_url, 2000, keys=50, per_tx=500)
+    stream = f"{stream_prefix}orders"
+    with relays(
+        tmp_path, 2, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "50", "--once")
+    ) as procs:
+        assert [p.wait(60) for p in procs] == [0, 0]
+    assert_complete_and_ordered(redis_entries(redis_client, [stream]), ids)
