@@ -197,6 +197,11 @@ class LeaseManager:
         )
         return {int(p): int(e) for p, e in conn.execute(stmt)}
 
+    @property
+    def idle(self) -> bool:
+        """Whether this relay's member row says it is idle (writers NOTIFY at commit)."""
+        return self._idle
+
     def set_idle(self, idle: bool, *, now: dt.datetime) -> bool:
         """Tell writers' commit trigger whether this relay waits for a NOTIFY; True if it changed."""
         if idle == self._idle:

@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 _HOUSEKEEPING_SHARE = 3  # renew leases ttl/3 apart
 _RETENTION_ROUNDS = 4
+_BUSY_AT = 8  # rows in one claim that mean "busy": see _relay_batch
 
 
 @dataclass(slots=True)
@@ -174,9 +175,13 @@ class Relay:
             if time.monotonic() >= self._next_housekeeping or not self.leases.view.valid():
                 self._housekeeping()
             owned = sorted(self.leases.view.epochs)
-            relayed = bool(owned) and self.leases.view.valid() and self._claim_and_relay(owned)
+            relayed = self._claim_and_relay(owned) if owned and self.leases.view.valid() else 0
             if not relayed:
                 self._idle()
+            elif relayed < self.config.batch_size and self._notified_when_idle():
+                # Drained as of the claim, and writers NOTIFY us at commit while we
+                # are marked idle: wait for that instead of claiming an empty batch.
+                self._wait_for_work()
             self._db_backoff.reset()
         except FencedError as exc:
             self._log.warning("relay.fenced", error=str(exc))
@@ -194,19 +199,22 @@ class Relay:
             self._count_failure("database")
             self._sleep(delay)
 
-    def _claim_and_relay(self, owned: Sequence[int]) -> bool:
-        """Claim, publish and mark one batch on one connection; False if nothing was due."""
+    def _claim_and_relay(self, owned: Sequence[int]) -> int:
+        """Claim, publish and mark one batch on one connection; return its size (0: nothing due)."""
         with self.engine.connect() as conn:
             batch = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
             if not batch:
                 conn.rollback()
-                return False
+                return 0
             if conn.dialect.name == "sqlite":
                 # End the read transaction before publishing: the SQL-table broker
                 # may live in this same file and needs its write lock.
                 conn.commit()
             self._relay_batch(batch, owned, conn=conn)
-        return True
+        return len(batch)
+
+    def _notified_when_idle(self) -> bool:
+        return self._notify and self.leases.idle and self.waker.listening and not self.config.once
 
     def store_claim(self, owned: Sequence[int]) -> list[ClaimedRow]:
         """Claim the next batch of the ``owned`` partitions."""
@@ -259,6 +267,10 @@ class Relay:
             return
         if self._notify and self.leases.view.epochs and self.leases.set_idle(True, now=_now()):
             return  # claim once more: a commit that saw us busy did not NOTIFY
+        self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        """Sleep until a NOTIFY, the poll interval, the next lease renewal or stop()."""
         timeout = min(
             self.config.poll_interval.total_seconds(),
             max(self._next_housekeeping - time.monotonic(), 0.0),
@@ -296,8 +308,10 @@ class Relay:
         done = self.store.complete(conn, published, keep=keep, now=now, incarnation=incarnation)
         dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
         conn.commit()
-        if self._notify and len(batch) == self.config.batch_size:
-            self.leases.set_idle(False, now=now)  # a backlog: writers need not NOTIFY
+        if self._notify and len(batch) >= min(_BUSY_AT, self.config.batch_size):
+            # Commits arrive faster than one per wake-up: stop asking writers to
+            # NOTIFY (it serialises their commits) and keep claiming until empty.
+            self.leases.set_idle(False, now=now)
         self._account(batch, published, failures, dead, done, started)
         if result.transient_error is not None:
             raise BrokerError(f"broker refused part of a batch: {result.transient_error}")
