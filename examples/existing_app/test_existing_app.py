@@ -28,7 +28,7 @@ TOOLKIT_TABLES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def url(request: pytest.FixtureRequest) -> str:
     value: str = request.getfixturevalue("sqlite_empty_url" if request.param == "sqlite" else "pg_empty_url")
     return value

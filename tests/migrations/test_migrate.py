@@ -46,7 +46,7 @@ def _with_app_tables(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def empty_url(request: pytest.FixtureRequest) -> str:
     url: str = request.getfixturevalue("sqlite_empty_url" if request.param == "sqlite" else "pg_empty_url")
     return url

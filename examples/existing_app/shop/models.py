@@ -17,6 +17,6 @@ orders = sa.Table(
     "orders",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False),
     sa.Column("total", sa.Numeric(10, 2), nullable=False),
 )

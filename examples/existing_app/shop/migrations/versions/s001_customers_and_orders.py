@@ -15,8 +15,9 @@ from alembic import op
 revision: str = "s001_shop"
 down_revision: str | None = None
 branch_labels: Sequence[str] | None = ("shop",)
-# The shop's code publishes events, so its history needs the outbox tables.
-depends_on: Sequence[str] | None = ("0001_outbox",)
+# No depends_on on the toolkit's branch: the two branches stay independent,
+# so `downgrade outboxkit@base` leaves the shop's tables alone (see docs/adopting.md).
+depends_on: Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -29,7 +30,7 @@ def upgrade() -> None:
     op.create_table(
         "orders",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False),
         sa.Column("total", sa.Numeric(10, 2), nullable=False),
     )
 

@@ -1,0 +1,83 @@
+"""The wheel carries the Alembic scripts: `pip install outboxkit` alone can migrate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests._cli import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    [built] = out.glob("outboxkit-*.whl")
+    return built
+
+
+def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
+    """The wheel ships every package, the typed marker and the migration scripts at one private path."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "outbox/_migrations/env.py" in names
+    assert "outbox/_migrations/versions/0001_outbox_tables.py" in names
+    assert {"outbox/__init__.py", "inbox/__init__.py", "relay/cli/__init__.py", "saga/__init__.py"} <= names
+    assert "outbox/py.typed" in names
+    assert not any(name.startswith("tests/") for name in names)
+
+
+def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
+    """Installed from the wheel and run away from the source tree, `outboxkit migrate` creates the tables."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
+    env["PYTHONPATH"] = str(target)
+    code = (
+        "import sys, outbox; from relay.cli import main;"
+        "assert outbox.__file__.startswith(sys.argv[1]), outbox.__file__;"
+        "print(outbox.migrations_path()); sys.exit(main(['migrate', '--db', sys.argv[2]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target), url],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(target / "outbox" / "_migrations")
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert "outbox" in sa.inspect(conn).get_table_names()
+    engine.dispose()

@@ -1,0 +1,33 @@
+"""The soak's consumer: records each applied event in the inbox transaction."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from sqlalchemy.orm import Session
+
+from inbox import Registry
+from outbox import Envelope
+from tests.soak._schema import soak_applied
+
+TOPIC = "soak.events"
+GROUP = "soak"
+
+registry = Registry()
+
+
+@registry.handler(TOPIC)
+def apply_event(message: Envelope, session: Session) -> None:
+    """Append the event to the applied ledger (no uniqueness: doubles would show)."""
+    payload = message.payload
+    assert isinstance(payload, dict)
+    session.execute(
+        soak_applied.insert().values(
+            grp=GROUP,
+            event_id=uuid.UUID(str(payload["event_id"])),
+            key=str(payload["key"]),
+            seq=int(payload["seq"]),
+            pid=os.getpid(),
+        )
+    )
