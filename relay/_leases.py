@@ -24,6 +24,7 @@ import datetime as dt
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,7 +68,10 @@ class LeaseManager:
     ) -> None:
         self.engine = engine
         self.scope = scope
-        self.relay_id = relay_id
+        # The owner is this *process*: a relay restarted under the same --relay-id
+        # is another owner, so it waits for the old lease to expire and bumps
+        # the epoch — two live processes can never share an epoch.
+        self.relay_id = f"{relay_id}#{uuid.uuid4().hex[:6]}"
         self.partitions = partitions
         self.ttl = ttl
         self.view = LeaseView()

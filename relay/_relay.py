@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from outbox import BrokerError, FencedError, encode_entry
+from outbox._crashpoints import crash_point
 from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
@@ -206,6 +207,7 @@ class Relay:
             if not batch:
                 conn.rollback()
                 return 0
+            crash_point("relay.after_claim")
             if conn.dialect.name == "sqlite":
                 # End the read transaction before publishing: the SQL-table broker
                 # may live in this same file and needs its write lock.
@@ -297,6 +299,7 @@ class Relay:
             entries, fences=self.leases.fences(owned), incarnation=self._expected_incarnation()
         )
         self._broker_backoff.reset()
+        crash_point("relay.after_publish")
         if self._incarnation_changed(result):
             conn.rollback()
             return  # nothing was written: the next claim starts with the replayed rows
@@ -307,6 +310,7 @@ class Relay:
         keep = self.config.replay_window > dt.timedelta(0)
         done = self.store.complete(conn, published, keep=keep, now=now, incarnation=incarnation)
         dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
+        crash_point("relay.after_mark")
         conn.commit()
         if self._notify and len(batch) >= min(_BUSY_AT, self.config.batch_size):
             # Commits arrive faster than one per wake-up: stop asking writers to

@@ -243,10 +243,11 @@ def test_relay_sqlite_and_sql_table_broker_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     entries = sql_broker_entries(broker, "orders:0") + sql_broker_entries(broker, "orders:1")
     assert_complete_and_ordered(sorted(entries, key=lambda f: f["id"]), ids)
-    status = run_cli("status", "--json", OUTBOXKIT_DATABASE_URL=app)
+    status = run_cli("status", "--json", "--broker", broker, OUTBOXKIT_DATABASE_URL=app)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["pending"] == 0
+    assert report["broker"]["reachable"] is True
     assert report["kept_published"] == 300  # the default replay window keeps them a minute
 
 
