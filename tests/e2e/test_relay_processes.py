@@ -373,3 +373,27 @@ def test_relay_two_processes_starting_together_share_the_work(pg_url: str, redis
     ) as procs:
         assert [p.wait(60) for p in procs] == [0, 0]
     assert_complete_and_ordered(redis_entries(redis_client, [stream]), ids)
+
+
+@pytest.mark.parametrize("point", ["relay.after_claim", "relay.after_publish", "relay.after_mark"])
+def test_relay_crash_at_each_instant_loses_nothing(point: str, pg_url: str, redis_url: str, stream_prefix: str,
+                                                   redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
+    """SIGKILL at a named crash point (after claim / after publish / before commit): a restart relays everything, in order."""
+    ids = write_events(pg_url, 300, keys=7)
+    stream = f"{stream_prefix}orders"
+    args = _args(pg_url, redis_url, stream_prefix, "--batch-size", "100", "--once")
+    crashed = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "relay", *args],
+        env=cli_env(OUTBOXKIT_CRASH_AT=point, OUTBOXKIT_CRASH_SKIP="1"),
+        cwd=REPO_ROOT, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL
+    published_before = redis_client.xlen(stream) if redis_client.exists(stream) else 0
+    assert published_before == (200 if point != "relay.after_claim" else 100)
+    time.sleep(2.1)  # the dead relay's leases expire (--lease-ttl 2)
+    result = run_cli("relay", *args)
+    assert result.returncode == 0, result.stderr
+    entries = redis_entries(redis_client, [stream])
+    assert_complete_and_ordered(entries, ids)
+    duplicates = len(entries) - len(ids)
+    assert duplicates == (100 if point != "relay.after_claim" else 0)  # the unmarked batch, published again
