@@ -106,7 +106,11 @@ class Relay:
         self._db_backoff = Backoff()
         self._next_housekeeping = 0.0
         self._fences_pending = False
-        self._incarnation_name = f"broker_incarnation:{self.publisher.description}|{config.layout.prefix}"
+        self._limit = min(config.batch_size, 64)  # slow start: grows while batches stay small
+        # Per outbox table: each table's relays replay their own rows when the broker loses data.
+        self._incarnation_name = (
+            f"broker_incarnation:{self.scope}:{self.publisher.description}|{config.layout.prefix}"
+        )[:255]
         self._incarnation: str | None = None
         self._notify = config.listen and self.engine.dialect.name == "postgresql"
 
@@ -179,7 +183,7 @@ class Relay:
             relayed = self._claim_and_relay(owned) if owned and self.leases.view.valid() else 0
             if not relayed:
                 self._idle()
-            elif relayed < self.config.batch_size and self._notified_when_idle():
+            elif relayed < self._limit and self._notified_when_idle():
                 # Drained as of the claim, and writers NOTIFY us at commit while we
                 # are marked idle: wait for that instead of claiming an empty batch.
                 self._wait_for_work()
@@ -203,10 +207,11 @@ class Relay:
     def _claim_and_relay(self, owned: Sequence[int]) -> int:
         """Claim, publish and mark one batch on one connection; return its size (0: nothing due)."""
         with self.engine.connect() as conn:
-            batch = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
+            batch = self.store.claim_batch(conn, owned=owned, limit=self._limit, now=_now())
             if not batch:
                 conn.rollback()
                 return 0
+            self._adapt_limit(batch)
             crash_point("relay.after_claim")
             if conn.dialect.name == "sqlite":
                 # End the read transaction before publishing: the SQL-table broker
@@ -214,6 +219,15 @@ class Relay:
                 conn.commit()
             self._relay_batch(batch, owned, conn=conn)
         return len(batch)
+
+    def _adapt_limit(self, batch: list[ClaimedRow]) -> None:
+        """Keep a batch's payload bytes near ``max_batch_bytes``: memory stays bounded with large rows."""
+        size = sum(len(r.payload) + len(r.headers) for r in batch)
+        budget = self.config.max_batch_bytes
+        if size > budget:
+            self._limit = max(1, len(batch) * budget // size)
+        elif len(batch) == self._limit < self.config.batch_size and size * 2 <= budget:
+            self._limit = min(self.config.batch_size, self._limit * 2)
 
     def _notified_when_idle(self) -> bool:
         return self._notify and self.leases.idle and self.waker.listening and not self.config.once

@@ -329,10 +329,11 @@ def _rss_kib(pid: int) -> int:
 @pytest.mark.slow
 def test_relay_memory_stays_bounded_draining_large_payloads(pg_url: str, redis_url: str, stream_prefix: str,
                                                             redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
-    """Draining 4,000 rows of 32 KiB (128 MiB) keeps the relay's RSS flat: sampled, bounded by a batch."""
+    """Draining 4,000 rows of 32 KiB (128 MiB) keeps the relay's RSS flat: sampled, bounded by --max-batch-mib."""
     write_events(pg_url, 4000, size=32 * 1024, per_tx=200)
-    proc = RelayProcess(tmp_path / "r.log", *_args(pg_url, redis_url, stream_prefix, "--batch-size", "100",
-                                                   "--replay-window", "0"))  # fmt: skip
+    # Batches of up to 500 rows, but at most 2 MiB of payload: the relay shrinks its claims.
+    proc = RelayProcess(tmp_path / "r.log", *_args(pg_url, redis_url, stream_prefix, "--batch-size", "500",
+                                                   "--max-batch-mib", "2", "--replay-window", "0"))  # fmt: skip
     samples: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -345,6 +346,8 @@ def test_relay_memory_stays_bounded_draining_large_payloads(pg_url: str, redis_u
         proc.kill()
     assert outbox_count(pg_url, "1=1") == 0
     assert redis_client.xlen(f"{stream_prefix}orders") == 4000
+    sizes = [int(e["batch_size"]) for e in proc.events() if e["event"] == "relay.batch_published"]  # type: ignore[call-overload]
+    assert max(sizes[1:]) <= 64  # 2 MiB / 32 KiB after the first batch
     peak_mib = max(samples) / 1024
     settled = samples[len(samples) // 4 :]
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
@@ -381,7 +384,7 @@ def test_relay_crash_at_each_instant_loses_nothing(point: str, pg_url: str, redi
     """SIGKILL at a named crash point (after claim / after publish / before commit): a restart relays everything, in order."""
     ids = write_events(pg_url, 300, keys=7)
     stream = f"{stream_prefix}orders"
-    args = _args(pg_url, redis_url, stream_prefix, "--batch-size", "100", "--once")
+    args = _args(pg_url, redis_url, stream_prefix, "--batch-size", "64", "--once")
     crashed = subprocess.run(
         [sys.executable, "-m", "relay.cli", "relay", *args],
         env=cli_env(OUTBOXKIT_CRASH_AT=point, OUTBOXKIT_CRASH_SKIP="1"),
@@ -389,11 +392,11 @@ def test_relay_crash_at_each_instant_loses_nothing(point: str, pg_url: str, redi
     )  # fmt: skip
     assert crashed.returncode == -signal.SIGKILL
     published_before = redis_client.xlen(stream) if redis_client.exists(stream) else 0
-    assert published_before == (200 if point != "relay.after_claim" else 100)
+    assert published_before == (128 if point != "relay.after_claim" else 64)
     time.sleep(2.1)  # the dead relay's leases expire (--lease-ttl 2)
     result = run_cli("relay", *args)
     assert result.returncode == 0, result.stderr
     entries = redis_entries(redis_client, [stream])
     assert_complete_and_ordered(entries, ids)
     duplicates = len(entries) - len(ids)
-    assert duplicates == (100 if point != "relay.after_claim" else 0)  # the unmarked batch, published again
+    assert duplicates == (64 if point != "relay.after_claim" else 0)  # the unmarked batch, published again
