@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -153,25 +155,32 @@ def writers_rate(url: str, writers: int, seconds: float) -> float:
     return counter.value / seconds
 
 
-def commit_rates(url: str, writers: int, seconds: float) -> dict[str, float]:
+def commit_rates(url: str, writers: int, seconds: float, rounds: int) -> dict[str, object]:
+    """8 writers' single-row commits per second: no trigger; trigger + idle relay (NOTIFY each commit);
+    trigger + busy relay (no NOTIFY). Interleaved in rounds, medians reported."""
     dsn = _dsn(url)
+    busy, notify, none = [], [], []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM outboxkit_relay_member")
-        with_trigger_busy = writers_rate(url, writers, seconds)
-        conn.execute(
-            "INSERT INTO outboxkit_relay_member VALUES ('outbox', 'bench', 'h', 1, now(), now(),"
-            " now() + interval '1 hour', true)"
-        )
-        with_notify = writers_rate(url, writers, seconds)
-        conn.execute("DELETE FROM outboxkit_relay_member")
-        conn.execute("ALTER TABLE outbox DISABLE TRIGGER outboxkit_notify")
-        no_trigger = writers_rate(url, writers, seconds)
-        conn.execute("ALTER TABLE outbox ENABLE TRIGGER outboxkit_notify")
-        conn.execute("DELETE FROM outbox")
+        for _ in range(rounds):
+            conn.execute("DELETE FROM outboxkit_relay_member")
+            busy.append(writers_rate(url, writers, seconds))
+            conn.execute(
+                "INSERT INTO outboxkit_relay_member VALUES ('outbox', 'bench', 'h', 1, now(), now(),"
+                " now() + interval '1 hour', true)"
+            )
+            notify.append(writers_rate(url, writers, seconds))
+            conn.execute("DELETE FROM outboxkit_relay_member")
+            conn.execute("ALTER TABLE outbox DISABLE TRIGGER outboxkit_notify")
+            none.append(writers_rate(url, writers, seconds))
+            conn.execute("ALTER TABLE outbox ENABLE TRIGGER outboxkit_notify")
+            conn.execute("DELETE FROM outbox")
+    med = statistics.median
     return {
-        "no_trigger_commits_s": round(no_trigger),
-        "trigger_relay_busy_commits_s": round(with_trigger_busy),
-        "trigger_relay_idle_notify_each_commit_s": round(with_notify),
+        "no_trigger_commits_s": round(med(none)),
+        "trigger_relay_busy_commits_s": round(med(busy)),
+        "trigger_relay_idle_notify_each_commit_s": round(med(notify)),
+        "busy_vs_no_trigger": round(med([b / n for b, n in zip(busy, none, strict=True)]), 3),
+        "notify_vs_no_trigger": round(med([x / n for x, n in zip(notify, none, strict=True)]), 3),
     }
 
 
@@ -179,14 +188,14 @@ def latency(url: str, redis_url: str, prefix: str, rate: int, seconds: float, *,
             poll: float) -> dict[str, float]:  # fmt: skip
     """Commit-to-stream latency: a paced writer records commit times, a reader XREADs the stream."""
     stream = f"{prefix}lat"
-    config = RelayConfig(
-        database_url=url, broker_url=redis_url, layout=StreamLayout(prefix=prefix), listen=listen,
-        poll_interval=dt.timedelta(seconds=poll), replay_window=dt.timedelta(0),
-    )  # fmt: skip
-    daemon = Relay(config)
-    runner = threading.Thread(target=daemon.run, daemon=True)
-    runner.start()
-    time.sleep(1.5)
+    # The relay runs in its own process, as in production (no GIL shared with the writer).
+    args = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+            redis_url, "--stream-prefix", prefix, "--poll-interval", str(poll),
+            "--replay-window", "0"]  # fmt: skip
+    if not listen:
+        args.append("--no-listen")
+    relay_proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    time.sleep(2.0)
     committed: dict[int, float] = {}
     received: dict[int, float] = {}
     total = int(rate * seconds)
@@ -220,8 +229,8 @@ def latency(url: str, redis_url: str, prefix: str, rate: int, seconds: float, *,
             conn.commit()
             committed[n] = time.perf_counter()
     read_thread.join(timeout=30)
-    daemon.stop()
-    runner.join(timeout=10)
+    relay_proc.terminate()
+    relay_proc.wait(timeout=10)
     lat = sorted((received[n] - committed[n]) * 1000 for n in committed if n in received)
     return {
         "events": total,
@@ -243,34 +252,86 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]
         "rows": args.rows,
         "batch_size": args.batch,
     }
-    fill(url, args.rows)
-    raw = raw_loop(url, redis_url, "bench:raw", args.batch)
-    fill(url, args.rows)
-    one = relay_in_process(url, redis_url, "bench:relay:", args.batch, 0)
-    fill(url, args.rows)
-    kept = relay_in_process(url, redis_url, "bench:kept:", args.batch, 3600)
-    with psycopg.connect(_dsn(url), autocommit=True) as conn:
-        conn.execute("DELETE FROM outbox")
-    result["raw_rows_s"] = round(raw)
-    result["relay_rows_s"] = round(one)
-    result["relay_vs_raw"] = round(one / raw, 3)
-    result["relay_keep_for_replay_rows_s"] = round(kept)
-    fill(url, args.rows)
-    p1 = relay_processes(url, redis_url, "bench:p1:", args.batch, 1)
-    fill(url, args.rows)
-    p2 = relay_processes(url, redis_url, "bench:p2:", args.batch, 2)
-    result["one_process_rows_s"] = round(p1)
-    result["two_processes_rows_s"] = round(p2)
-    result["two_vs_one"] = round(p2 / p1, 3)
-    result["commit_rate_8_writers"] = commit_rates(url, 8, args.writer_seconds)
-    result["latency_notify_1000_s"] = latency(url, redis_url, "bench:ln:", 1000, args.latency_seconds,
-                                              listen=True, poll=1.0)  # fmt: skip
-    result["latency_poll_100ms_1000_s"] = latency(url, redis_url, "bench:lp:", 1000, args.latency_seconds,
-                                                  listen=False, poll=0.1)  # fmt: skip
+    if args.only in (None, "throughput"):
+        result.update(throughput(args, url, redis_url))
+    if args.only in (None, "writers"):
+        result["commit_rate_8_writers"] = commit_rates(url, 8, args.writer_seconds, args.rounds)
+    if args.only == "memory":
+        result["memory"] = memory(args, url, redis_url)
+    if args.only in (None, "latency"):
+        result["latency_notify_1000_s"] = latency(url, redis_url, "bench:ln:", 1000, args.latency_seconds,
+                                                  listen=True, poll=1.0)  # fmt: skip
+        result["latency_poll_100ms_1000_s"] = latency(url, redis_url, "bench:lp:", 1000, args.latency_seconds,
+                                                      listen=False, poll=0.1)  # fmt: skip
     return result
 
 
+def throughput(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]:
+    """Raw loop, one relay and one vs two relay processes, interleaved in rounds (medians reported).
+
+    Interleaving keeps the ratios meaningful on a machine whose speed drifts
+    (shared CPUs): each ratio compares runs a few seconds apart.
+    """
+    raw, one, kept, p1, p2 = [], [], [], [], []
+    for r in range(args.rounds):
+        fill(url, args.rows)
+        raw.append(raw_loop(url, redis_url, f"bench:raw{r}", args.batch))
+        fill(url, args.rows)
+        one.append(relay_in_process(url, redis_url, f"bench:relay{r}:", args.batch, 0))
+        fill(url, args.rows)
+        kept.append(relay_in_process(url, redis_url, f"bench:kept{r}:", args.batch, 3600))
+        with psycopg.connect(_dsn(url), autocommit=True) as conn:
+            conn.execute("DELETE FROM outbox")
+        fill(url, args.rows)
+        p1.append(relay_processes(url, redis_url, f"bench:p1{r}:", args.batch, 1))
+        fill(url, args.rows)
+        p2.append(relay_processes(url, redis_url, f"bench:p2{r}:", args.batch, 2))
+    med = statistics.median
+    return {
+        "raw_rows_s": round(med(raw)),
+        "relay_rows_s": round(med(one)),
+        "relay_vs_raw": round(med([o / r for o, r in zip(one, raw, strict=True)]), 3),
+        "relay_keep_for_replay_rows_s": round(med(kept)),
+        "one_process_rows_s": round(med(p1)),
+        "two_processes_rows_s": round(med(p2)),
+        "two_vs_one": round(med([b / a for a, b in zip(p1, p2, strict=True)]), 3),
+        "rounds": {
+            "raw": [round(x) for x in raw],
+            "relay": [round(x) for x in one],
+            "one_process": [round(x) for x in p1],
+            "two_processes": [round(x) for x in p2],
+        },
+    }
+
+
+def memory(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, object]:
+    """RSS of one relay process sampled while it drains ``--rows`` rows (memory must stay flat)."""
+    fill(url, args.rows)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+           redis_url, "--stream-prefix", "bench:mem:", "--once", "--replay-window", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    samples: list[int] = []
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            break
+        samples += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")]
+        time.sleep(0.25)
+    tenth = max(len(samples) // 10, 1)
+    return {
+        "rows": args.rows,
+        "rss_mib_first_10pct_max": round(max(samples[:tenth]) / 1024, 1),
+        "rss_mib_last_10pct_max": round(max(samples[-tenth:]) / 1024, 1),
+        "rss_mib_peak": round(max(samples) / 1024, 1),
+        "samples": len(samples),
+    }
+
+
 def main() -> None:
+    # Library code logs through structlog; a benchmark only wants warnings.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500)
@@ -280,6 +341,8 @@ def main() -> None:
         "--db", help="postgresql+psycopg:// URL of an empty database (default: start a server)"
     )
     parser.add_argument("--redis", help="redis:// URL (default: start a server)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
+    parser.add_argument("--only", choices=["throughput", "writers", "latency", "memory"], help="run one part")
     args = parser.parse_args()
     if args.db and args.redis:
         print(json.dumps(run(args, args.db, args.redis), indent=2))

@@ -31,6 +31,7 @@ DEFAULT_RETRY_BASE = dt.timedelta(seconds=1)
 DEFAULT_RETRY_MAX = dt.timedelta(minutes=5)
 DEFAULT_REPLAY_WINDOW = dt.timedelta(minutes=1)
 MAX_BATCH_SIZE = 10_000
+DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,6 +44,8 @@ class RelayConfig:
         outbox: outbox table names (must match the writers').
         layout: topic -> stream mapping (must match the consumers').
         batch_size: rows per claim and per broker round trip.
+        max_batch_bytes: payload bytes per batch; claims shrink below ``batch_size``
+            while rows are large, so memory stays bounded.
         poll_interval: longest sleep when idle (LISTEN/NOTIFY wakes earlier on PostgreSQL).
         partitions: relay partitions of the key space; fixed when the first relay starts.
         lease_ttl: a partition lease not renewed for this long may be taken over.
@@ -65,6 +68,7 @@ class RelayConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     layout: StreamLayout = field(default_factory=StreamLayout)
     batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     poll_interval: dt.timedelta = DEFAULT_POLL_INTERVAL
     partitions: int = DEFAULT_PARTITIONS
     lease_ttl: dt.timedelta = DEFAULT_LEASE_TTL
@@ -85,6 +89,7 @@ class RelayConfig:
 
     def __post_init__(self) -> None:
         _check(1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch size must be 1..{MAX_BATCH_SIZE}")
+        _check(self.max_batch_bytes >= 1024, "max batch bytes must be at least 1024")  # noqa: PLR2004
         _check(1 <= self.partitions <= 1024, "partitions must be 1..1024")  # noqa: PLR2004
         _check(self.max_attempts >= 1, "max attempts must be at least 1")
         _check(self.poll_interval > dt.timedelta(0), "poll interval must be positive")

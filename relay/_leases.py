@@ -24,11 +24,14 @@ import datetime as dt
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
+from outbox import StorageError
 from outbox.brokers import Fence
 
 from .tables import relay_lease, relay_member
@@ -65,7 +68,10 @@ class LeaseManager:
     ) -> None:
         self.engine = engine
         self.scope = scope
-        self.relay_id = relay_id
+        # The owner is this *process*: a relay restarted under the same --relay-id
+        # is another owner, so it waits for the old lease to expire and bumps
+        # the epoch — two live processes can never share an epoch.
+        self.relay_id = f"{relay_id}#{uuid.uuid4().hex[:6]}"
         self.partitions = partitions
         self.ttl = ttl
         self.view = LeaseView()
@@ -77,18 +83,27 @@ class LeaseManager:
 
     def ensure_partitions(self) -> int:
         """Create the lease rows once; return the partition count in use (the stored one wins)."""
-        with self.engine.begin() as conn:
-            count = conn.execute(
-                select(func.count()).select_from(relay_lease).where(relay_lease.c.scope == self.scope)
-            ).scalar_one()
-            if count == 0:
-                conn.execute(
-                    insert(relay_lease),
-                    [{"scope": self.scope, "partition": p, "epoch": 0} for p in range(self.partitions)],
-                )
-                count = self.partitions
-        self.partitions = int(count)
-        return self.partitions
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    count = conn.execute(
+                        select(func.count()).select_from(relay_lease).where(relay_lease.c.scope == self.scope)
+                    ).scalar_one()
+                    if count == 0:
+                        conn.execute(
+                            insert(relay_lease),
+                            [
+                                {"scope": self.scope, "partition": p, "epoch": 0}
+                                for p in range(self.partitions)
+                            ],
+                        )
+                        count = self.partitions
+            except IntegrityError:
+                continue  # another relay created them at the same moment: read theirs
+            self.partitions = int(count)
+            return self.partitions
+        msg = "could not create the relay's lease rows"
+        raise StorageError(msg)
 
     def refresh(self, *, now: dt.datetime) -> LeaseView:
         """Heartbeat, then renew, release and take leases toward this relay's fair share."""
@@ -185,6 +200,11 @@ class LeaseManager:
             .returning(lease.c.partition, lease.c.epoch)
         )
         return {int(p): int(e) for p, e in conn.execute(stmt)}
+
+    @property
+    def idle(self) -> bool:
+        """Whether this relay's member row says it is idle (writers NOTIFY at commit)."""
+        return self._idle
 
     def set_idle(self, idle: bool, *, now: dt.datetime) -> bool:
         """Tell writers' commit trigger whether this relay waits for a NOTIFY; True if it changed."""

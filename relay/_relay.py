@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from outbox import BrokerError, FencedError, encode_entry
+from outbox._crashpoints import crash_point
 from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
@@ -41,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 _HOUSEKEEPING_SHARE = 3  # renew leases ttl/3 apart
 _RETENTION_ROUNDS = 4
+_BUSY_AT = 8  # rows in one claim that mean "busy": see _relay_batch
 
 
 @dataclass(slots=True)
@@ -104,7 +106,11 @@ class Relay:
         self._db_backoff = Backoff()
         self._next_housekeeping = 0.0
         self._fences_pending = False
-        self._incarnation_name = f"broker_incarnation:{self.publisher.description}|{config.layout.prefix}"
+        self._limit = min(config.batch_size, 64)  # slow start: grows while batches stay small
+        # Per outbox table: each table's relays replay their own rows when the broker loses data.
+        self._incarnation_name = (
+            f"broker_incarnation:{self.scope}:{self.publisher.description}|{config.layout.prefix}"
+        )[:255]
         self._incarnation: str | None = None
         self._notify = config.listen and self.engine.dialect.name == "postgresql"
 
@@ -174,9 +180,13 @@ class Relay:
             if time.monotonic() >= self._next_housekeeping or not self.leases.view.valid():
                 self._housekeeping()
             owned = sorted(self.leases.view.epochs)
-            relayed = bool(owned) and self.leases.view.valid() and self._claim_and_relay(owned)
+            relayed = self._claim_and_relay(owned) if owned and self.leases.view.valid() else 0
             if not relayed:
                 self._idle()
+            elif relayed < self._limit and self._notified_when_idle():
+                # Drained as of the claim, and writers NOTIFY us at commit while we
+                # are marked idle: wait for that instead of claiming an empty batch.
+                self._wait_for_work()
             self._db_backoff.reset()
         except FencedError as exc:
             self._log.warning("relay.fenced", error=str(exc))
@@ -194,15 +204,33 @@ class Relay:
             self._count_failure("database")
             self._sleep(delay)
 
-    def _claim_and_relay(self, owned: Sequence[int]) -> bool:
-        """Claim, publish and mark one batch on one connection; False if nothing was due."""
+    def _claim_and_relay(self, owned: Sequence[int]) -> int:
+        """Claim, publish and mark one batch on one connection; return its size (0: nothing due)."""
         with self.engine.connect() as conn:
-            batch = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
+            batch = self.store.claim_batch(conn, owned=owned, limit=self._limit, now=_now())
             if not batch:
                 conn.rollback()
-                return False
+                return 0
+            self._adapt_limit(batch)
+            crash_point("relay.after_claim")
+            if conn.dialect.name == "sqlite":
+                # End the read transaction before publishing: the SQL-table broker
+                # may live in this same file and needs its write lock.
+                conn.commit()
             self._relay_batch(batch, owned, conn=conn)
-        return True
+        return len(batch)
+
+    def _adapt_limit(self, batch: list[ClaimedRow]) -> None:
+        """Keep a batch's payload bytes near ``max_batch_bytes``: memory stays bounded with large rows."""
+        size = sum(len(r.payload) + len(r.headers) for r in batch)
+        budget = self.config.max_batch_bytes
+        if size > budget:
+            self._limit = max(1, len(batch) * budget // size)
+        elif len(batch) == self._limit < self.config.batch_size and size * 2 <= budget:
+            self._limit = min(self.config.batch_size, self._limit * 2)
+
+    def _notified_when_idle(self) -> bool:
+        return self._notify and self.leases.idle and self.waker.listening and not self.config.once
 
     def store_claim(self, owned: Sequence[int]) -> list[ClaimedRow]:
         """Claim the next batch of the ``owned`` partitions."""
@@ -248,13 +276,17 @@ class Relay:
         if self.config.once:
             with self.engine.connect() as conn:
                 due = self.store.has_due(conn, now=_now())
-            if not due and self.leases.view.epochs:
+            if not due:
                 self._stopping.set()
                 return
             self._sleep(min(0.2, self.config.poll_interval.total_seconds()))
             return
         if self._notify and self.leases.view.epochs and self.leases.set_idle(True, now=_now()):
             return  # claim once more: a commit that saw us busy did not NOTIFY
+        self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        """Sleep until a NOTIFY, the poll interval, the next lease renewal or stop()."""
         timeout = min(
             self.config.poll_interval.total_seconds(),
             max(self._next_housekeeping - time.monotonic(), 0.0),
@@ -281,6 +313,7 @@ class Relay:
             entries, fences=self.leases.fences(owned), incarnation=self._expected_incarnation()
         )
         self._broker_backoff.reset()
+        crash_point("relay.after_publish")
         if self._incarnation_changed(result):
             conn.rollback()
             return  # nothing was written: the next claim starts with the replayed rows
@@ -291,9 +324,12 @@ class Relay:
         keep = self.config.replay_window > dt.timedelta(0)
         done = self.store.complete(conn, published, keep=keep, now=now, incarnation=incarnation)
         dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
+        crash_point("relay.after_mark")
         conn.commit()
-        if self._notify and len(batch) == self.config.batch_size:
-            self.leases.set_idle(False, now=now)  # a backlog: writers need not NOTIFY
+        if self._notify and len(batch) >= min(_BUSY_AT, self.config.batch_size):
+            # Commits arrive faster than one per wake-up: stop asking writers to
+            # NOTIFY (it serialises their commits) and keep claiming until empty.
+            self.leases.set_idle(False, now=now)
         self._account(batch, published, failures, dead, done, started)
         if result.transient_error is not None:
             raise BrokerError(f"broker refused part of a batch: {result.transient_error}")

@@ -47,6 +47,9 @@ def relay(
     batch_size: Annotated[
         int, _opt("--batch-size", "Rows per claim and broker round trip.")
     ] = DEFAULT_BATCH_SIZE,
+    max_batch_mib: Annotated[
+        float, _opt("--max-batch-mib", "Payload MiB per batch; batches shrink while rows are large.")
+    ] = 16.0,
     poll_interval: Annotated[
         float, _opt("--poll-interval", "Seconds between polls when idle (NOTIFY wakes earlier).")
     ] = DEFAULT_POLL_INTERVAL.total_seconds(),
@@ -101,6 +104,7 @@ def relay(
             default_partitions=default_partitions,
         ),
         batch_size=batch_size,
+        max_batch_bytes=int(max_batch_mib * 1024 * 1024),
         poll_interval=dt.timedelta(seconds=poll_interval),
         partitions=partitions,
         lease_ttl=dt.timedelta(seconds=lease_ttl),

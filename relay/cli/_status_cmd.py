@@ -8,19 +8,23 @@ import json
 from typing import Annotated
 
 import typer
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox import OutboxConfig
+from outbox import OutboxConfig, OutboxError, redact_url
+from outbox.brokers import connect_publisher
+from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
 from relay._status import Backlog, read_backlog
 
 from ._context import DATABASE_URL_ENV
-from ._options import DbOpt, SchemaOpt, TableOpt, require
+from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, require
 
 
 def status(
     db: DbOpt = None,
+    broker: BrokerOpt = None,
     table: TableOpt = "outbox",
     schema: SchemaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -36,10 +40,32 @@ def status(
         raise storage_error(exc, engine) from None
     finally:
         engine.dispose()
+    reach = _broker_reachable(broker) if broker else None
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(backlog), sort_keys=True))
+        report = dataclasses.asdict(backlog)
+        if reach is not None:
+            report["broker"] = {"url": redact_url(broker), "reachable": reach[0], "error": reach[1]}
+        typer.echo(json.dumps(report, sort_keys=True))
         return
     _print(backlog)
+    if reach is not None:
+        state = "reachable" if reach[0] else f"UNREACHABLE ({reach[1]})"
+        typer.echo(f"broker {redact_url(broker)}: {state}")
+
+
+def _broker_reachable(url: str) -> tuple[bool, str | None]:
+    """Ping the broker without writing anything."""
+    publisher = connect_publisher(url)
+    try:
+        if isinstance(publisher, RedisStreamsPublisher):
+            publisher.client.ping()
+        else:
+            publisher.publish([])  # no entries, no fences: a no-op round trip
+    except (OutboxError, RedisError) as exc:
+        return False, type(exc).__name__ if isinstance(exc, RedisError) else str(exc)
+    finally:
+        publisher.close()
+    return True, None
 
 
 def _print(b: Backlog) -> None:

@@ -131,6 +131,15 @@ def _args(pg_url: str, redis_url: str, prefix: str, *extra: str) -> list[str]:
             "--lease-ttl", "2", *extra]  # fmt: skip
 
 
+def _wait_all_own_partitions(procs: list[RelayProcess]) -> None:
+    """Wait until every relay has published a batch, i.e. has come up and leased its share."""
+
+    def all_busy() -> bool:
+        return all(any(e["event"] == "relay.batch_published" for e in p.events()) for p in procs)
+
+    wait_until(all_busy, timeout=30)
+
+
 def _drained(url: str, client: redis.Redis, stream: str, expected: int) -> bool:
     return outbox_count(url) == 0 and len({f["id"] for f in redis_entries(client, [stream])}) >= expected
 
@@ -165,9 +174,9 @@ def test_relay_three_processes_one_killed_keep_order(pg_url: str, redis_url: str
     stream = f"{stream_prefix}orders"
     with relays(tmp_path, 3, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "20")) as procs:
         with Writers(pg_url) as writers:
-            time.sleep(1.5)
+            _wait_all_own_partitions(procs)
             procs[1].kill()
-            time.sleep(2.5)
+            time.sleep(3.0)
         wait_until(lambda: _drained(pg_url, redis_client, stream, len(writers.ids)), timeout=30)
         for p in (procs[0], procs[2]):
             p.signal(signal.SIGTERM)
@@ -187,7 +196,7 @@ def test_relay_sigstopped_past_its_lease_does_not_break_order(pg_url: str, redis
     stream = f"{stream_prefix}orders"
     with relays(tmp_path, 2, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "20")) as procs:
         with Writers(pg_url) as writers:
-            time.sleep(1.0)
+            _wait_all_own_partitions(procs)
             procs[0].signal(signal.SIGSTOP)
             time.sleep(4.0)  # lease TTL 2 s: the other relay takes over
             procs[0].signal(signal.SIGCONT)
@@ -234,10 +243,11 @@ def test_relay_sqlite_and_sql_table_broker_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     entries = sql_broker_entries(broker, "orders:0") + sql_broker_entries(broker, "orders:1")
     assert_complete_and_ordered(sorted(entries, key=lambda f: f["id"]), ids)
-    status = run_cli("status", "--json", OUTBOXKIT_DATABASE_URL=app)
+    status = run_cli("status", "--json", "--broker", broker, OUTBOXKIT_DATABASE_URL=app)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["pending"] == 0
+    assert report["broker"]["reachable"] is True
     assert report["kept_published"] == 300  # the default replay window keeps them a minute
 
 
@@ -319,10 +329,11 @@ def _rss_kib(pid: int) -> int:
 @pytest.mark.slow
 def test_relay_memory_stays_bounded_draining_large_payloads(pg_url: str, redis_url: str, stream_prefix: str,
                                                             redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
-    """Draining 4,000 rows of 32 KiB (128 MiB) keeps the relay's RSS flat: sampled, bounded by a batch."""
+    """Draining 4,000 rows of 32 KiB (128 MiB) keeps the relay's RSS flat: sampled, bounded by --max-batch-mib."""
     write_events(pg_url, 4000, size=32 * 1024, per_tx=200)
-    proc = RelayProcess(tmp_path / "r.log", *_args(pg_url, redis_url, stream_prefix, "--batch-size", "100",
-                                                   "--replay-window", "0"))  # fmt: skip
+    # Batches of up to 500 rows, but at most 2 MiB of payload: the relay shrinks its claims.
+    proc = RelayProcess(tmp_path / "r.log", *_args(pg_url, redis_url, stream_prefix, "--batch-size", "500",
+                                                   "--max-batch-mib", "2", "--replay-window", "0"))  # fmt: skip
     samples: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -335,8 +346,57 @@ def test_relay_memory_stays_bounded_draining_large_payloads(pg_url: str, redis_u
         proc.kill()
     assert outbox_count(pg_url, "1=1") == 0
     assert redis_client.xlen(f"{stream_prefix}orders") == 4000
+    sizes = [int(e["batch_size"]) for e in proc.events() if e["event"] == "relay.batch_published"]  # type: ignore[call-overload]
+    assert max(sizes[1:]) <= 64  # 2 MiB / 32 KiB after the first batch
     peak_mib = max(samples) / 1024
     settled = samples[len(samples) // 4 :]
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
     assert max(settled) - min(settled) < 64 * 1024, "RSS grows with the backlog"
     print(f"peak RSS {peak_mib:.0f} MiB over {len(samples)} samples")
+
+
+def test_relay_sqlite_broker_in_the_same_file(tmp_path: Path) -> None:
+    """Outbox and SQL-table broker in one SQLite file: the relay does not deadlock on its own locks."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    assert run_cli("migrate", "--db", url).returncode == 0
+    ids = write_events(url, 120)
+    result = run_cli("relay", "--db", url, "--broker", url, "--once", "--replay-window", "0", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_complete_and_ordered(sql_broker_entries(url, "orders"), ids)
+    assert outbox_count(url, "1=1") == 0
+
+
+def test_relay_two_processes_starting_together_share_the_work(pg_url: str, redis_url: str, stream_prefix: str,
+                                                              redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
+    """Two relays started at the same instant on a fresh database both come up and drain it exactly in key order."""
+    ids = write_events(pg_url, 2000, keys=50, per_tx=500)
+    stream = f"{stream_prefix}orders"
+    with relays(
+        tmp_path, 2, *_args(pg_url, redis_url, stream_prefix, "--batch-size", "50", "--once")
+    ) as procs:
+        assert [p.wait(60) for p in procs] == [0, 0]
+    assert_complete_and_ordered(redis_entries(redis_client, [stream]), ids)
+
+
+@pytest.mark.parametrize("point", ["relay.after_claim", "relay.after_publish", "relay.after_mark"])
+def test_relay_crash_at_each_instant_loses_nothing(point: str, pg_url: str, redis_url: str, stream_prefix: str,
+                                                   redis_client: redis.Redis, tmp_path: Path) -> None:  # fmt: skip
+    """SIGKILL at a named crash point (after claim / after publish / before commit): a restart relays everything, in order."""
+    ids = write_events(pg_url, 300, keys=7)
+    stream = f"{stream_prefix}orders"
+    args = _args(pg_url, redis_url, stream_prefix, "--batch-size", "64", "--once")
+    crashed = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "relay", *args],
+        env=cli_env(OUTBOXKIT_CRASH_AT=point, OUTBOXKIT_CRASH_SKIP="1"),
+        cwd=REPO_ROOT, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL
+    published_before = redis_client.xlen(stream) if redis_client.exists(stream) else 0
+    assert published_before == (128 if point != "relay.after_claim" else 64)
+    time.sleep(2.1)  # the dead relay's leases expire (--lease-ttl 2)
+    result = run_cli("relay", *args)
+    assert result.returncode == 0, result.stderr
+    entries = redis_entries(redis_client, [stream])
+    assert_complete_and_ordered(entries, ids)
+    duplicates = len(entries) - len(ids)
+    assert duplicates == (64 if point != "relay.after_claim" else 0)  # the unmarked batch, published again

@@ -23,6 +23,20 @@ DOC = (REPO_ROOT / "docs" / "security.md").read_text()
 SENTINEL = "Sentinel-pw-93b1"
 
 
+ROLES = ("orders_app", "outboxkit_relay", "outboxkit_consumer")
+
+
+def apply_grants(url: str, *markers: str) -> None:
+    """Run the documented grant blocks as the superuser; roles are server-wide, so drop leftovers first."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for role in ROLES:
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        for marker in markers:
+            conn.execute(sa.text(doc_block(marker)))
+    engine.dispose()
+
+
 def doc_block(marker: str) -> str:
     """The fenced block right after ``<!-- marker -->`` in docs/security.md."""
     match = re.search(rf"<!-- {re.escape(marker)} -->\n```[a-z-]*\n(.*?)```", DOC, re.DOTALL)
@@ -77,9 +91,8 @@ def test_security_least_privilege_roles_run_relay_and_consumer(
     """The documented PostgreSQL grants and Redis ACL users are enough for writers, relay and consumer — and no more is used."""
     engine = sa.create_engine(pg_url)
     domain.create_all(engine)
+    apply_grants(pg_url, "grants:app", "grants:relay", "grants:consumer")
     with engine.begin() as conn:
-        for marker in ("grants:app", "grants:relay", "grants:consumer"):
-            conn.execute(sa.text(doc_block(marker)))
         # The handlers' own table, as any service grants its consumer.
         conn.execute(sa.text("GRANT INSERT, SELECT (id) ON test_effect TO outboxkit_consumer"))
         conn.execute(sa.text("GRANT USAGE ON SEQUENCE test_effect_id_seq TO outboxkit_consumer"))
@@ -97,10 +110,7 @@ def test_security_least_privilege_roles_run_relay_and_consumer(
 
 def test_security_least_privilege_is_really_enforced(pg_url: str) -> None:
     """The relay role cannot write application data: the grants are a boundary, not decoration."""
-    engine = sa.create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(doc_block("grants:relay")))
-    engine.dispose()
+    apply_grants(pg_url, "grants:relay")
     relay_engine = sa.create_engine(_as(pg_url, "outboxkit_relay"))
     with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), relay_engine.begin() as conn:
         conn.execute(
@@ -206,6 +216,7 @@ def test_security_tls_redis_relay_and_consumer(
     url = f"rediss://:{SENTINEL}@{LOCALHOST}:{tls_redis.port}/0?ssl_ca_certs={ca}"
     _relay_and_consume(pg_url, pg_url, url, url, stream_prefix)
     assert count_effects(pg_url) == 3
+    _publish_orders(pg_url, 1)  # something to send, so the relay must talk to the broker
     plain = run_cli(
         "relay",
         "--db",
