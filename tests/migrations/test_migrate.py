@@ -18,6 +18,7 @@ TOOLKIT_TABLES = {
     "outbox_dead_letter",
     "outboxkit_alembic_version",
     "outboxkit_saga",
+    "outboxkit_saga_participant",
     "outboxkit_saga_step_log",
     "outboxkit_saga_timer",
     "outboxkit_stream_entry",
