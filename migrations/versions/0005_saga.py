@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("saga_id", "step", name="pk_outboxkit_saga_participant"),
     )
 
+
 def downgrade() -> None:
     """Drop the saga tables."""
     op.drop_table("outboxkit_saga_participant")
