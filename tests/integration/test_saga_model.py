@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.orm import Session
 
 import saga
 from outbox import Envelope
@@ -165,4 +166,98 @@ def test_saga_any_message_interleaving_ends_consistent(engine: sa.Engine, data: 
     else:
         assert final.state is saga.SagaState.COMPENSATED
         assert people.applied == set(), (people, log)
+        assert order_status(engine, order_id) == "cancelled"
+
+
+effects_meta = sa.MetaData()
+effects = sa.Table(
+    "test_participant_effects",
+    effects_meta,
+    sa.Column("saga_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer(), primary_key=True),
+)
+PARTICIPANT_OUTCOMES = ["ok", "refuse", "crash"]
+
+
+def _participant_handler(outcome: str) -> saga.StepHandler:
+    def handle(session: Session, command: Envelope) -> None:
+        key = {"saga_id": command.headers["saga_id"], "step": int(command.headers["saga_step"])}
+        if command.headers["saga_phase"] == "action":
+            session.execute(sa.insert(effects).values(**key))
+        else:
+            session.execute(
+                sa.delete(effects).where(effects.c.saga_id == key["saga_id"], effects.c.step == key["step"])
+            )
+        if outcome == "refuse":
+            raise saga.StepFailed("refused")
+        if outcome == "crash":
+            raise RuntimeError("participant crashed")
+
+    return handle
+
+
+def _run_participant(engine: sa.Engine, command: Envelope, outcome: str) -> None:
+    try:
+        with Session(engine) as session, session.begin():
+            saga.participate(session, command, _participant_handler(outcome))
+    except RuntimeError:
+        pass  # rolled back; the inbox would deliver the command again
+
+
+def _effects(engine: sa.Engine, saga_id: uuid.UUID) -> set[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(effects.c.step).where(effects.c.saga_id == str(saga_id)))
+        return {int(r[0]) for r in rows}
+
+
+def _heal_with_participate(engine: sa.Engine, orch: saga.Orchestrator, saga_id: uuid.UUID) -> None:
+    seen: set[uuid.UUID] = set()
+    for _ in range(60):
+        if instance(engine, saga_id).state.final:
+            return
+        progressed = False
+        for command in _of(engine, saga_id, INVENTORY, PAYMENT):
+            if command.id not in seen:
+                seen.add(command.id)
+                _run_participant(engine, command, "ok")
+                progressed = True
+        for reply in _of(engine, saga_id, REPLIES):
+            if reply.id not in seen:
+                seen.add(reply.id)
+                deliver(engine, orch, reply)
+                progressed = True
+        if not progressed and (fire := _pending_timer(engine, saga_id)) is not None:
+            deliver(engine, orch, fire)
+    pytest.fail(f"saga {saga_id} did not finish: {instance(engine, saga_id)}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_saga_participate_any_interleaving_ends_consistent(engine: sa.Engine, data: st.DataObject) -> None:
+    """With saga.participate on the participant side, any interleaving still ends all-or-nothing."""
+    effects_meta.create_all(engine)
+    orch = orchestrator(order_saga(charge_retry=RetryPolicy(max_attempts=2)))
+    order_id = f"o-{uuid.uuid4().hex[:10]}"
+    saga_id = start(engine, orch, order_id=order_id)
+    rounds = data.draw(
+        st.lists(st.tuples(st.booleans(), st.integers(0, 255), st.integers(0, 2)), max_size=16)
+    )
+    relayed: dict[uuid.UUID, Envelope] = {}
+    for to_participant, pick, outcome in rounds:
+        commands = _of(engine, saga_id, INVENTORY, PAYMENT)
+        relayed.update((m.id, m) for m in _of(engine, saga_id, TIMERS))
+        deliverable = _of(engine, saga_id, REPLIES) + list(relayed.values())
+        if to_participant and commands:
+            _run_participant(engine, commands[pick % len(commands)], PARTICIPANT_OUTCOMES[outcome])
+        elif deliverable:
+            deliver(engine, orch, deliverable[pick % len(deliverable)])
+    _heal_with_participate(engine, orch, saga_id)
+
+    final = instance(engine, saga_id)
+    if final.state is saga.SagaState.COMPLETED:
+        assert _effects(engine, saga_id) == {1, 2}
+        assert order_status(engine, order_id) == "approved"
+    else:
+        assert final.state is saga.SagaState.COMPENSATED
+        assert _effects(engine, saga_id) == set(), kinds(engine, saga_id)
         assert order_status(engine, order_id) == "cancelled"
