@@ -37,6 +37,7 @@ from ._headers import Phase
 from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
+from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
 from ._retention import DEFAULT_PURGE_BATCH, purge_sagas
 from ._transition import RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
@@ -55,6 +56,7 @@ __all__ = [
     "TIMEOUT_TIMER",
     "TIMER_TYPE",
     "Command",
+    "Decision",
     "HandlerRegistry",
     "Local",
     "Orchestrator",
@@ -76,11 +78,13 @@ __all__ = [
     "SagaState",
     "Step",
     "StepFailed",
+    "StepHandler",
     "StepLogEntry",
     "StepLogKind",
     "count_sagas",
     "follow_up_headers",
     "new_flow_headers",
+    "participate",
     "purge_sagas",
     "register",
     "reply",

@@ -225,6 +225,10 @@ def _check_step(step: object, saga: str) -> None:
     if not isinstance(retry, RetryPolicy):
         msg = f"{where}: retry must be a RetryPolicy"
         raise SagaDefinitionError(msg)
+    if isinstance(step.action, Command) and step.timeout is None and retry.max_attempts > 1:
+        # A command is tried again only when its reply is overdue.
+        msg = f"{where}: retry.max_attempts > 1 needs a timeout (a command is resent on timeout)"
+        raise SagaDefinitionError(msg)
 
 
 def _check_action(action: object, where: str) -> None:

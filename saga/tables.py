@@ -14,12 +14,16 @@ name). A timer is a delayed outbox message (its ``message_id``) to the
 orchestrator's timer topic; the transition that makes it moot deletes the row
 and the message if still unpublished, and a timer message without its row is
 a no-op.
+
+``outboxkit_saga_participant`` lives in each participant's database: the
+decision :func:`saga.participate` took for each (saga, step).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -34,7 +38,7 @@ from sqlalchemy import (
 
 from outbox.tables import JSONText, metadata
 
-__all__ = ["saga_instance", "saga_step_log", "saga_timer"]
+__all__ = ["saga_instance", "saga_participant", "saga_step_log", "saga_timer"]
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -104,4 +108,24 @@ saga_timer = Table(
     Column("fires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("saga_id", "name", name="pk_outboxkit_saga_timer"),
+)
+
+saga_participant = Table(
+    "outboxkit_saga_participant",
+    metadata,
+    # Written by saga.participate() in the *participant's* database: the
+    # decision on each saga step, repeated for duplicate and resent commands,
+    # so a participant is idempotent per saga step by construction. The row is
+    # also the lock that serialises an action and its compensation.
+    Column("saga_id", Uuid(), nullable=False),
+    Column("step", Integer(), nullable=False),
+    # NULL until decided; then "done" or "refused".
+    Column("action", String(16), nullable=True),
+    # The reply data of a done action; the reason of a refused one.
+    Column("data", JSONText(), nullable=True),
+    Column("reason", Text(), nullable=True),
+    # Set by the compensation (also when the action never came: a late action is then refused).
+    Column("compensated", Boolean(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("saga_id", "step", name="pk_outboxkit_saga_participant"),
 )

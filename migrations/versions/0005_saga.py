@@ -1,4 +1,4 @@
-"""pre: create the saga instance, step log and timer tables
+"""pre: create the saga instance, step log, timer and participant decision tables
 
 Revision ID: 0005_saga
 Revises: 0004_inbox
@@ -76,10 +76,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("saga_id", "name", name="pk_outboxkit_saga_timer"),
         _saga_fk("outboxkit_saga_timer"),
     )
+    op.create_table(
+        "outboxkit_saga_participant",
+        sa.Column("saga_id", sa.Uuid(), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("action", sa.String(16), nullable=True),
+        sa.Column("data", JSONText(), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("compensated", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("saga_id", "step", name="pk_outboxkit_saga_participant"),
+    )
 
 
 def downgrade() -> None:
     """Drop the saga tables."""
+    op.drop_table("outboxkit_saga_participant")
     op.drop_table("outboxkit_saga_timer")
     op.drop_table("outboxkit_saga_step_log")
     op.drop_table("outboxkit_saga")

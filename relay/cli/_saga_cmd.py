@@ -145,6 +145,7 @@ def _text(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
         lines.append(f"next timer at {_time(instance.deadline_at)}")
     if instance.error:
         lines.append(f"error: {instance.error}")
+    lines.append(f"data: {json.dumps(instance.data, ensure_ascii=False, sort_keys=True)}")
     lines.append("")
     lines.append(f"{'TIME':<32}  {'STEP':<24}  {'TRY':>3}  {'KIND':<18}  DETAIL")
     for e in entries:

@@ -51,6 +51,7 @@ def test_saga_show_prints_the_step_log(db_url: str, engine: sa.Engine) -> None:
     out = result.stdout
     assert f"saga {saga_id}  type=order  state=compensating" in out
     assert "error: step 'charge_payment' failed: card declined" in out
+    assert '"order_id": "o-cli"' in out
     kinds = ["started", "local_done", "command_sent", "reply_received", "compensating", "compensation_sent"]
     table = out.split("KIND", 1)[1]
     positions = [table.index(f" {k} ") for k in kinds]

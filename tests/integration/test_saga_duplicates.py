@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -234,5 +235,50 @@ def test_saga_concurrent_reply_and_timer_one_wins_on_postgresql(pg_url: str) -> 
         assert [o.applied for o in outcomes] == [True, False]
         assert instance(engine, saga_id).state is saga.SagaState.COMPENSATING
         assert [m.type for m in messages(engine, PAYMENT)] == ["ChargePayment", "RefundPayment"]
+    finally:
+        engine.dispose()
+
+
+def test_saga_concurrent_duplicate_replies_on_sqlite_version_check_wins(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite (no row locks) the loser's version check fails: SagaConflictError, nothing written, redelivery ignored."""
+    engine = make_engine(sqlite_url)
+    try:
+        orch = orchestrator()
+        saga_id = start(engine, orch)
+        reply = answer(engine, last(engine, INVENTORY))
+        errors: list[BaseException] = []
+        read_done = threading.Event()
+        real_select = saga._orchestrator.select_instance
+
+        def select_then_signal(session: Session, sid: uuid.UUID, *, lock: bool) -> saga.SagaInstance | None:
+            found = real_select(session, sid, lock=lock)
+            if threading.current_thread() is not threading.main_thread():
+                read_done.set()
+            return found
+
+        monkeypatch.setattr(saga._orchestrator, "select_instance", select_then_signal)
+        first = Session(engine)
+        first.begin()
+        assert orch.handle_reply(first, reply).applied is True
+
+        def second() -> None:
+            try:
+                with Session(engine) as session, session.begin():
+                    orch.handle_reply(session, reply)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert read_done.wait(timeout=10)  # the second has read the old version
+        first.commit()
+        first.close()
+        thread.join(timeout=10)
+        assert [type(e) for e in errors] == [saga.SagaConflictError]
+        assert [m.type for m in messages(engine, PAYMENT)] == ["ChargePayment"]
+        assert deliver(engine, orch, reply).applied is False  # the inbox redelivers it: now a duplicate
+        assert kinds(engine, saga_id).count(("reply_received", 1)) == 1
     finally:
         engine.dispose()

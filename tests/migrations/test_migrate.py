@@ -26,6 +26,7 @@ TOOLKIT_TABLES = {
     "outboxkit_relay_state",
     "outboxkit_stream_lease",
     "outboxkit_saga",
+    "outboxkit_saga_participant",
     "outboxkit_saga_step_log",
     "outboxkit_saga_timer",
     "outboxkit_stream_entry",

@@ -66,3 +66,12 @@ async def async_participant(command: Envelope, session: AsyncSession) -> uuid.UU
 
 async def async_orchestrate(session: AsyncSession, reply: Envelope) -> saga.Outcome:
     return await session.run_sync(orchestrator.handle_reply, reply)
+
+
+def charge(session: Session, command: Envelope) -> Mapping[str, JSONValue] | None:
+    return {"payment_id": "p-1"}
+
+
+def payment_commands(message: Envelope, session: Session) -> None:
+    decision: saga.Decision = saga.participate(session, message, charge)
+    del decision

@@ -55,6 +55,7 @@ def test_saga_definition_valid_is_frozen_with_tuple_steps() -> None:
         (lambda: _saga(Step(name="a", action=_cmd(), timeout=dt.timedelta(0))), "positive timedelta"),
         (lambda: _saga(Step(name="a", action=_cmd(), retry=3)), "RetryPolicy"),  # type: ignore[arg-type]
         (lambda: _saga("a"), "Step objects"),  # type: ignore[arg-type]
+        (lambda: _saga(Step(name="a", action=_cmd(), retry=RetryPolicy(max_attempts=2))), "needs a timeout"),
     ],
 )
 def test_saga_definition_invalid_raises_definition_error(build: Callable[[], Any], match: str) -> None:
