@@ -144,6 +144,13 @@ class Relay:
         except SQLAlchemyError as exc:
             raise storage_error(exc, self.engine) from None
         self.store.partitions = partitions
+        if partitions != self.config.partitions:
+            self._log.warning(
+                "relay.partitions_fixed",
+                partitions=partitions,
+                requested=self.config.partitions,
+                reason="the first relay fixed the partition count; all relays must agree",
+            )
         self._log.info(
             "relay.started",
             db=str(self.engine.url.render_as_string(hide_password=True)),
