@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from outbox import BrokerError, FencedError, encode_entry
 from outbox._crashpoints import crash_point
@@ -30,11 +30,11 @@ from outbox.tables import outbox_tables
 from ._backoff import Backoff, backoff_delay
 from ._config import RelayConfig
 from ._db import check_schema, make_engine, storage_error
+from ._incarnation import IncarnationTracker
 from ._leases import LeaseManager
 from ._metrics import RelayMetrics
 from ._store import ClaimedRow, Failure, OutboxStore
 from ._wakeup import Waker
-from .tables import relay_state
 
 __all__ = ["Relay", "RelayStats"]
 
@@ -107,11 +107,14 @@ class Relay:
         self._next_housekeeping = 0.0
         self._fences_pending = False
         self._limit = min(config.batch_size, 64)  # slow start: grows while batches stay small
-        # Per outbox table: each table's relays replay their own rows when the broker loses data.
-        self._incarnation_name = (
-            f"broker_incarnation:{self.scope}:{self.publisher.description}|{config.layout.prefix}"
-        )[:255]
-        self._incarnation: str | None = None
+        self.incarnation = IncarnationTracker(
+            self.engine,
+            self.store,
+            # Per outbox table: each table's relays replay their own rows when the broker loses data.
+            name=f"broker_incarnation:{self.scope}:{self.publisher.description}|{config.layout.prefix}",
+            replay_window=config.replay_window,
+            log=self._log.bind(broker=self.publisher.description),
+        )
         self._notify = config.listen and self.engine.dialect.name == "postgresql"
 
     # -- lifecycle -----------------------------------------------------------
@@ -144,6 +147,13 @@ class Relay:
         except SQLAlchemyError as exc:
             raise storage_error(exc, self.engine) from None
         self.store.partitions = partitions
+        if partitions != self.config.partitions:
+            self._log.warning(
+                "relay.partitions_fixed",
+                partitions=partitions,
+                requested=self.config.partitions,
+                reason="the first relay fixed the partition count; all relays must agree",
+            )
         self._log.info(
             "relay.started",
             db=str(self.engine.url.render_as_string(hide_password=True)),
@@ -253,7 +263,7 @@ class Relay:
             # if there is nothing to publish yet.
             self._fences_pending = True
             fences = self.leases.fences(sorted(view.epochs))
-            result = self.publisher.publish([], fences=fences, incarnation=self._expected_incarnation())
+            result = self.publisher.publish([], fences=fences, incarnation=self.incarnation.expected())
             if not self._incarnation_changed(result):
                 self._fences_pending = False
         if self.config.replay_window > dt.timedelta(0):
@@ -310,7 +320,7 @@ class Relay:
         started = time.perf_counter()
         entries = [self._entry(row) for row in batch]
         result = self.publisher.publish(
-            entries, fences=self.leases.fences(owned), incarnation=self._expected_incarnation()
+            entries, fences=self.leases.fences(owned), incarnation=self.incarnation.expected()
         )
         self._broker_backoff.reset()
         crash_point("relay.after_publish")
@@ -318,7 +328,7 @@ class Relay:
             conn.rollback()
             return  # nothing was written: the next claim starts with the replayed rows
         self._fences_pending = False
-        incarnation = None if result.incarnation is None else (self._incarnation_name, result.incarnation)
+        incarnation = None if result.incarnation is None else (self.incarnation.name, result.incarnation)
         published, failures = self._split(batch, result)
         now = _now()
         keep = self.config.replay_window > dt.timedelta(0)
@@ -407,47 +417,10 @@ class Relay:
         if self.metrics is not None:
             self.metrics.failures.labels(reason=reason).inc()
 
-    # -- broker incarnation (data loss) -----------------------------------------
-
-    def _expected_incarnation(self) -> str | None:
-        """The broker incarnation recorded in the database (read once, then cached)."""
-        if self._incarnation is None:
-            with self.engine.connect() as conn:
-                self._incarnation = conn.execute(
-                    select(relay_state.c.value).where(relay_state.c.name == self._incarnation_name)
-                ).scalar()
-        return self._incarnation
-
     def _incarnation_changed(self, result: PublishResult) -> bool:
         """If the broker reports another incarnation, adopt it (re-publishing the replay window)."""
-        if result.incarnation is None or result.incarnation == self._incarnation:
+        replayed = self.incarnation.changed(result.incarnation)
+        if replayed is None:
             return False
-        self._adopt_incarnation(result.incarnation)
+        self.stats.replayed += replayed
         return True
-
-    def _adopt_incarnation(self, token: str) -> None:
-        now = _now()
-        name = self._incarnation_name
-        try:
-            with self.engine.begin() as conn:
-                stored = conn.execute(select(relay_state.c.value).where(relay_state.c.name == name)).scalar()
-                if stored is None:
-                    conn.execute(insert(relay_state).values(name=name, value=token, updated_at=now))
-                elif stored != token:
-                    changed = conn.execute(
-                        update(relay_state)
-                        .where(relay_state.c.name == name, relay_state.c.value == stored)
-                        .values(value=token, updated_at=now)
-                    ).rowcount
-                    if changed:
-                        replayed = self.store.replay_since(conn, since=now - self.config.replay_window)
-                        self.stats.replayed += replayed
-                        self._log.warning(
-                            "relay.broker_data_lost",
-                            broker=self.publisher.description,
-                            replayed=replayed,
-                            replay_window_s=self.config.replay_window.total_seconds(),
-                        )
-        except IntegrityError:
-            return  # another relay recorded it at the same moment: fine, re-read next time
-        self._incarnation = token

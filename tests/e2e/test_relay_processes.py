@@ -99,16 +99,16 @@ class Writers:
     def _run(self, per_tx: int) -> None:
         engine = create_engine(self.url, poolclass=NullPool)
         while not self._stop.is_set():
-            # Keys are split by writer thread so that one key's events are written in seq order.
-            first = self._take(per_tx)
-            messages = [
-                outbox.Message(topic="orders", key=f"k{i % 20}", payload={"seq": i})
-                for i in range(first, first + per_tx)
-            ]
             with engine.begin() as conn:
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(42)")
-                )  # same-key writers serialise, as apps do
+                # Writers of one key serialise (as an app does with the aggregate's row
+                # lock); the sequence numbers are taken under that lock, so the
+                # order they express is the order the events were written in.
+                conn.execute(text("SELECT pg_advisory_xact_lock(42)"))
+                first = self._take(per_tx)
+                messages = [
+                    outbox.Message(topic="orders", key=f"k{i % 20}", payload={"seq": i})
+                    for i in range(first, first + per_tx)
+                ]
                 ids = [str(u) for u in outbox.publish_many(conn, messages)]
             with self._lock:
                 self.ids += ids

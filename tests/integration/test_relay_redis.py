@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -27,6 +31,7 @@ from tests._relay_support import (
     wait_until,
     write_events,
 )
+from tests._servers import free_port
 
 
 def _config(db: str, broker: str, prefix: str, **kw: object) -> RelayConfig:
@@ -279,3 +284,41 @@ def test_relay_password_never_logged(pg_url: str, redis_server_factory: object, 
         done.set()
         del daemon
     assert "wrong-pw" not in repr(logs)
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1."""
+    ca_key, ca, key, csr, crt = (directory / n for n in ("ca.key", "ca.crt", "srv.key", "srv.csr", "srv.crt"))
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+         "-days", "2", "-subj", "/CN=outboxkit-test-ca"])  # fmt: skip
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+         "-subj", "/CN=127.0.0.1"])  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+         "-out", str(crt), "-days", "2", "-extfile", str(ext)])  # fmt: skip
+    return ca, crt, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make certificates")
+def test_relay_publishes_over_tls_with_an_acl_user(pg_url: str, redis_server_factory: object, stream_prefix: str,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """rediss:// with an ACL user and a verified server certificate works, and the password is never logged."""
+    ca, crt, key = _tls_files(tmp_path)
+    tls_port = free_port()
+    server = redis_server_factory(extra_args=[  # type: ignore[operator]
+        "--tls-port", str(tls_port), "--tls-cert-file", str(crt), "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+        "--user", "relay", "on", ">acl-s3cret", "~*", "&*", "+@all",
+    ])  # fmt: skip
+    del server
+    url = f"rediss://relay:acl-s3cret@127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+    ids = write_events(pg_url, 20)
+    with capture_logs() as logs:
+        Relay(_config(pg_url, url, stream_prefix, once=True)).run()
+    client = redis.Redis.from_url(url)
+    assert client.acl_whoami() in (b"relay", "relay")
+    assert_complete_and_ordered(redis_entries(client, [f"{stream_prefix}orders"]), ids)
+    client.close()
+    assert "acl-s3cret" not in repr(logs)
