@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox import BrokerError, FencedError, encode_entry
+from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry
 from outbox._crashpoints import crash_point
 from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 _HOUSEKEEPING_SHARE = 3  # renew leases ttl/3 apart
 _RETENTION_ROUNDS = 4
 _BUSY_AT = 8  # rows in one claim that mean "busy": see _relay_batch
+_ONCE_MAX_FAILURES = 5  # --once gives up after this many consecutive outages (~3 s of backoff)
 
 
 @dataclass(slots=True)
@@ -202,17 +203,26 @@ class Relay:
             self._log.warning("relay.fenced", error=str(exc))
             self._count_failure("fenced")
             self.leases.view.valid_until = 0.0  # renew before anything else
+        except BrokerAuthError:
+            raise  # wrong credentials or ACL: a configuration error, never retried
         except BrokerError as exc:
             delay = self._broker_backoff.next_delay()
             self._log.warning("relay.publish_failed", error=str(exc), delay_s=round(delay, 3))
             self._count_failure("broker")
+            self._give_up_once(exc, self._broker_backoff.failures)
             self._sleep(delay)
         except SQLAlchemyError as exc:
             delay = self._db_backoff.next_delay()
             error = storage_error(exc, self.engine)
             self._log.warning("relay.database_unavailable", error=str(error), delay_s=round(delay, 3))
             self._count_failure("database")
+            self._give_up_once(error, self._db_backoff.failures)
             self._sleep(delay)
+
+    def _give_up_once(self, error: Exception, failures: int) -> None:
+        """With ``--once`` (cron, scripts) an outage outlasting a few retries ends the run with its error."""
+        if self.config.once and failures >= _ONCE_MAX_FAILURES:
+            raise error
 
     def _claim_and_relay(self, owned: Sequence[int]) -> int:
         """Claim, publish and mark one batch on one connection; return its size (0: nothing due)."""

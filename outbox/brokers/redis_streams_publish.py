@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox._redact import redact_url
-from outbox.errors import BrokerError, ConfigError, FencedError
+from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
 
@@ -193,6 +193,11 @@ class RedisStreamsPublisher:
                 args += pair
         try:
             reply = self._script(keys=keys, args=args)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            # Not an outage: credentials or ACL rules are wrong, retrying cannot help.
+            name = type(exc).__name__
+            msg = f"Redis at {self._description} refused the relay: {name}: check the user, password and ACL"
+            raise BrokerAuthError(msg) from None
         except redis.exceptions.ResponseError as exc:
             raise BrokerError(f"Redis refused the publish script: {_first_line(exc)}") from None
         except redis.exceptions.RedisError as exc:
