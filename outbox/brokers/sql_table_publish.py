@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, create_engine, insert, update
+from sqlalchemy import Engine, create_engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql.expression import Insert
@@ -76,6 +76,16 @@ class SqlTablePublisher:
                             msg = f"fence {fence.name} is past epoch {fence.epoch}: another relay took over"
                             raise FencedError(msg)
                 if rows:
+                    if conn.dialect.name == "postgresql":
+                        # Entry ids must become visible in id order within a
+                        # stream: consumers read `id > last_delivered_id`, so a
+                        # smaller id committing after a larger one would be
+                        # skipped. A transaction lock per stream (ids are taken
+                        # after it) makes commit order follow id order. SQLite
+                        # has one writer at a time and needs nothing.
+                        for stream in sorted({e.stream for e in entries}):
+                            key = func.hashtextextended(f"outboxkit:{stream}", 0)
+                            conn.execute(select(func.pg_advisory_xact_lock(key)))
                     conn.execute(insert(stream_entry), rows)
         except DBAPIError as exc:
             text = str(exc.orig).lower()
