@@ -9,14 +9,17 @@ from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox import OutboxConfig, OutboxError, redact_url
-from outbox.brokers import connect_publisher
+from inbox import consumer_group_status
+from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
+from outbox.brokers import GroupStatus, connect_publisher
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
 from relay._status import Backlog, read_backlog
+from saga import SagaCount, count_sagas
 
 from ._context import DATABASE_URL_ENV
 from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, require
@@ -27,30 +30,99 @@ def status(
     broker: BrokerOpt = None,
     table: TableOpt = "outbox",
     schema: SchemaOpt = None,
+    stream_prefix: Annotated[
+        str,
+        typer.Option(
+            "--stream-prefix",
+            envvar="OUTBOXKIT_STREAM_PREFIX",
+            help="Prefix of the consumer groups' streams.",
+        ),
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Print the backlog, the age of the oldest unrelayed row, why rows wait, dead letters and relays."""
+    """Print the backlog and why rows wait, dead letters, relays, consumer groups' lag and sagas."""
     engine = make_engine(require(db, "--db", DATABASE_URL_ENV))
     tables = outbox_tables(OutboxConfig(table=table, schema=schema))
     check_schema(engine, tables)
     try:
         with engine.connect() as conn:
             backlog = read_backlog(conn, tables, now=dt.datetime.now(dt.UTC))
+            open_tx = _open_transactions(conn)
+            sagas = _sagas(conn)
     except SQLAlchemyError as exc:
         raise storage_error(exc, engine) from None
     finally:
         engine.dispose()
     reach = _broker_reachable(broker) if broker else None
+    groups = _groups(broker, stream_prefix) if broker and reach and reach[0] else []
     if as_json:
         report = dataclasses.asdict(backlog)
+        report["open_transactions"] = open_tx
+        report["consumer_groups"] = [dataclasses.asdict(g) | {"lag": g.lag} for g in groups]
+        report["sagas"] = [{"type": c.type, "state": str(c.state), "count": c.count} for c in sagas]
         if reach is not None:
             report["broker"] = {"url": redact_url(broker), "reachable": reach[0], "error": reach[1]}
-        typer.echo(json.dumps(report, sort_keys=True))
+        typer.echo(json.dumps(report, sort_keys=True, default=str))
         return
-    _print(backlog)
+    _print(backlog, open_tx)
     if reach is not None:
         state = "reachable" if reach[0] else f"UNREACHABLE ({reach[1]})"
         typer.echo(f"broker {redact_url(broker)}: {state}")
+    _print_groups(groups)
+    _print_sagas(sagas)
+
+
+_OPEN_TX_AGE_S = 5
+
+
+def _open_transactions(conn: Connection) -> dict[str, float | int] | None:
+    """Transactions open longer than a few seconds (PostgreSQL): their rows appear when they commit.
+
+    Nothing waits behind them (rows are claimed by state, not by a high-water
+    mark), but a long one delays its own events; this shows it.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.execute(
+        text(
+            "SELECT count(*), coalesce(extract(epoch FROM max(now() - xact_start)), 0) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND xact_start < now() - make_interval(secs => :age)"
+        ),
+        {"age": _OPEN_TX_AGE_S},
+    ).one()
+    return {"count": int(row[0]), "oldest_s": round(float(row[1]), 1)}
+
+
+def _sagas(conn: Connection) -> list[SagaCount]:
+    try:
+        return count_sagas(conn)
+    except SchemaMissingError:
+        return []  # a service that runs no saga
+
+
+def _groups(broker: str, prefix: str) -> list[GroupStatus]:
+    try:
+        return consumer_group_status(broker, prefix=prefix)
+    except OutboxError:
+        return []
+
+
+def _print_groups(groups: list[GroupStatus]) -> None:
+    if not groups:
+        return
+    typer.echo("consumer groups:")
+    for g in groups:
+        behind = "?" if g.behind is None else g.behind
+        typer.echo(f"  {g.stream} / {g.group}: lag {g.lag} (pending {g.pending}, behind {behind})")
+
+
+def _print_sagas(sagas: list[SagaCount]) -> None:
+    if not sagas:
+        return
+    typer.echo("sagas:")
+    for c in sagas:
+        typer.echo(f"  {c.type}: {c.state} {c.count}")
 
 
 def _broker_reachable(url: str) -> tuple[bool, str | None]:
@@ -68,16 +140,18 @@ def _broker_reachable(url: str) -> tuple[bool, str | None]:
     return True, None
 
 
-def _print(b: Backlog) -> None:
+def _print(b: Backlog, open_tx: dict[str, float | int] | None) -> None:
     age = "-" if b.oldest_age_s is None else f"{b.oldest_age_s:.1f}s"
     typer.echo(f"backlog: {b.pending} rows unpublished, oldest {age}")
     typer.echo(
         f"  due now: {b.due}; delayed: {b.delayed}; in retry backoff: {b.in_backoff};"
         f" waiting behind a parked key: {b.behind_parked_key}"
     )
-    typer.echo(
-        "  waiting behind an open transaction: 0 (rows are claimed by state, not by a high-water mark)"
-    )
+    if open_tx is not None:
+        typer.echo(
+            f"  transactions open over {_OPEN_TX_AGE_S}s: {open_tx['count']} (oldest {open_tx['oldest_s']}s);"
+            " their rows appear when they commit, nothing else waits behind them"
+        )
     typer.echo(f"kept for the replay window: {b.kept_published} rows")
     for topic, count in sorted(b.pending_by_topic.items()):
         typer.echo(f"  pending {topic}: {count}")

@@ -1,0 +1,52 @@
+"""`outboxkit status`: backlog, open transactions, consumer groups' lag and sagas, as text and JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from outbox import publish
+from tests._cli import run_cli
+from tests._saga import make_engine, orchestrator, start
+
+pytestmark = pytest.mark.e2e
+
+
+def test_status_shows_consumer_group_lag_sagas_and_open_transactions(
+    pg_url: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """After relaying 3 events to a group that read none, status shows lag 3, the running saga and a held transaction."""
+    engine = make_engine(pg_url)
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            publish(session, "orders.created", {"n": n}, key=f"o-{n}")
+    relayed = run_cli(
+        "relay", "--db", pg_url, "--broker", redis_url, "--stream-prefix", stream_prefix, "--once"
+    )
+    assert relayed.returncode == 0, relayed.stderr
+    redis_client.xgroup_create(f"{stream_prefix}orders.created", "billing", id="0")
+    start(engine, orchestrator(), order_id="o-9")
+    held = engine.connect()
+    held.begin()
+    held.execute(sa.text("SELECT 1"))  # a transaction left open: status names it
+    try:
+        args = ["status", "--db", pg_url, "--broker", redis_url, "--stream-prefix", stream_prefix]
+        time.sleep(5.5)  # past the 5 s after which status reports an open transaction
+        text = run_cli(*args)
+        report = json.loads(run_cli(*args, "--json").stdout)
+    finally:
+        held.close()
+        engine.dispose()
+    assert text.returncode == 0, text.stderr
+    assert f"{stream_prefix}orders.created / billing: lag 3 (pending 0, behind 3)" in text.stdout
+    assert "order: running 1" in text.stdout
+    assert "transactions open over 5s: 1" in text.stdout
+    [group] = report["consumer_groups"]
+    assert (group["group"], group["lag"], group["behind"]) == ("billing", 3, 3)
+    assert report["sagas"] == [{"type": "order", "state": "running", "count": 1}]
+    assert report["open_transactions"]["count"] == 1
