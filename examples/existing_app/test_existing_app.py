@@ -22,6 +22,10 @@ SHOP_TABLES = {"customers", "orders", "alembic_version"}
 TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
+    "outboxkit_saga",
+    "outboxkit_saga_participant",
+    "outboxkit_saga_step_log",
+    "outboxkit_saga_timer",
     "outboxkit_stream_entry",
     "outboxkit_stream_group",
     "outboxkit_stream_pending",
