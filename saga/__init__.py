@@ -39,7 +39,7 @@ from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
-from ._retention import DEFAULT_PURGE_BATCH, purge_sagas
+from ._retention import DEFAULT_PURGE_BATCH, purge_participant_decisions, purge_sagas
 from ._transition import RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
 from ._wiring import HandlerRegistry, SagaHandler, register
 
@@ -85,6 +85,7 @@ __all__ = [
     "follow_up_headers",
     "new_flow_headers",
     "participate",
+    "purge_participant_decisions",
     "purge_sagas",
     "register",
     "reply",

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -163,19 +165,32 @@ def _lock(session: Session, coords: Coordinates) -> _Row:
     t = saga_participant
     key = (t.c.saga_id == coords.saga_id, t.c.step == coords.step)
     now = dt.datetime.now(dt.UTC)
-    try:
-        with session.begin_nested():  # a concurrent first command may insert it first
-            session.execute(
-                insert(t).values(saga_id=coords.saga_id, step=coords.step, compensated=False, updated_at=now)
-            )
-    except IntegrityError:
-        pass
+    _insert_missing(
+        session, {"saga_id": coords.saga_id, "step": coords.step, "compensated": False, "updated_at": now}
+    )
     # An UPDATE takes the row lock on PostgreSQL and the write lock on SQLite,
     # so the read below cannot be overtaken by the other phase of this step.
     session.execute(update(t).where(*key).values(updated_at=now))
     found = session.execute(select(t.c.action, t.c.data, t.c.reason, t.c.compensated).where(*key)).one()
     data = json.loads(found.data) if isinstance(found.data, str) else found.data
     return _Row(action=found.action, data=data, reason=found.reason, compensated=bool(found.compensated))
+
+
+def _insert_missing(session: Session, values: dict[str, object]) -> None:
+    # ON CONFLICT DO NOTHING: a concurrent first copy of the command may insert
+    # the row first (PostgreSQL waits for it, then does nothing), and the
+    # caller's transaction stays usable either way.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(pg_insert(saga_participant).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite_insert(saga_participant).values(**values).on_conflict_do_nothing())
+    else:
+        try:
+            with session.begin_nested():
+                session.execute(insert(saga_participant).values(**values))
+        except IntegrityError:
+            pass
 
 
 def _save(

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from ._model import SagaState
 from ._store import storage_error
-from .tables import saga_instance, saga_step_log, saga_timer
+from .tables import saga_instance, saga_participant, saga_step_log, saga_timer
 
-__all__ = ["DEFAULT_PURGE_BATCH", "purge_sagas"]
+__all__ = ["DEFAULT_PURGE_BATCH", "purge_participant_decisions", "purge_sagas"]
 
 DEFAULT_PURGE_BATCH = 1000
 """Sagas deleted per call: one bounded transaction, run it again until it returns 0."""
@@ -53,3 +53,32 @@ def purge_sagas(session: Session, *, finished_before: dt.datetime, limit: int = 
     except DBAPIError as exc:
         raise storage_error(exc, "purge finished sagas") from exc
     return len(ids)
+
+
+def purge_participant_decisions(
+    session: Session, *, older_than: dt.datetime, limit: int = DEFAULT_PURGE_BATCH
+) -> int:
+    """Delete up to ``limit`` participant decisions last changed before ``older_than``; return how many.
+
+    Keep decisions for longer than any command can still arrive (the
+    orchestrator's longest timeout and backoff, plus broker retention): a
+    command for a purged step would be decided afresh.
+
+    .. versionadded:: 0.1
+    """
+    if older_than.tzinfo is None:
+        msg = "older_than must be timezone-aware"
+        raise ValueError(msg)
+    t = saga_participant
+    try:
+        keys = session.execute(
+            select(t.c.saga_id, t.c.step)
+            .where(t.c.updated_at < older_than)
+            .order_by(t.c.updated_at)
+            .limit(limit)
+        ).all()
+        for saga_id, step in keys:
+            session.execute(delete(t).where(t.c.saga_id == saga_id, t.c.step == step))
+    except DBAPIError as exc:
+        raise storage_error(exc, "purge participant decisions") from exc
+    return len(keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -235,3 +236,20 @@ def test_saga_participate_concurrent_copies_run_the_handler_once_on_postgresql(p
         assert calls == ["charge"]
     finally:
         engine.dispose()
+
+
+def test_saga_purge_participant_decisions_removes_old_rows(engine: sa.Engine) -> None:
+    """Decisions older than the cutoff are deleted; newer ones stay."""
+    orch = orchestrator()
+    command = _to_charge(engine, orch)
+    _participate(engine, command, charge)
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session, session.begin():
+        assert saga.purge_participant_decisions(session, older_than=now - dt.timedelta(hours=1)) == 0
+    with Session(engine) as session, session.begin():
+        assert saga.purge_participant_decisions(session, older_than=now + dt.timedelta(seconds=1)) == 2
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(saga.tables.saga_participant)).scalar_one()
+            == 0
+        )
