@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from outbox import BrokerAuthError, BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
@@ -109,7 +109,11 @@ class ConsumerRunner:
         # No pool_pre_ping: it costs a round trip per transaction. A dropped
         # connection fails the attempt as a transient error, is discarded by the
         # pool, and the message is retried on a fresh one.
-        engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
+        try:
+            engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
+        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
+            msg = f"invalid database URL {redact_url(db)}: {type(exc).__name__}"
+            raise ConfigError(msg) from None
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         return engine

@@ -83,7 +83,7 @@ def _alembic_config(url: str, config: OutboxConfig | None) -> Config:
 def _check_url(url: str) -> None:
     try:
         create_engine(url, poolclass=NullPool).dispose()
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None
 

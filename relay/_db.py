@@ -27,7 +27,7 @@ def make_engine(url: str) -> Engine:
         # No pre-ping (a round trip per checkout): a connection that fails with a
         # disconnect error is invalidated by SQLAlchemy and the loop retries.
         return create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None
 

@@ -36,7 +36,7 @@ class SqlTablePublisher:
         self._description = redact_url(url)
         try:
             self._engine = engine or create_engine(url, pool_pre_ping=True)
-        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
             msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
             raise ConfigError(msg) from None
         self._owns_engine = engine is None

@@ -70,7 +70,7 @@ def show(
 def _engine(url: str) -> Engine:
     try:
         engine = create_engine(url, poolclass=NullPool)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None
     database = engine.url.database
