@@ -1,0 +1,121 @@
+"""``outboxkit consumer-dead-letters list|retry|purge``: messages a consumer gave up on.
+
+Consumer dead letters live in the consumer's own database
+(``outboxkit_inbox_dead_letter``) with the raw entry and the last error. Retry
+runs the message through its handler again, idempotently (the inbox still
+guards it), in one transaction with marking the dead letter retried.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+import inbox
+from outbox import ConfigError, OutboxError
+from relay._db import make_engine, storage_error
+
+from ._consume_cmd import load_registry
+from ._context import DATABASE_URL_ENV
+from ._options import DbOpt, require
+
+app = typer.Typer(help="List, retry or purge consumer dead letters.", no_args_is_help=True)
+
+GroupOpt = Annotated[
+    str | None,
+    typer.Option("--group", envvar="OUTBOXKIT_GROUP", help="Only this consumer group (inbox name)."),
+]
+
+
+def _engine(db: str | None) -> Engine:
+    return make_engine(require(db, "--db", DATABASE_URL_ENV))
+
+
+@app.command("list")
+def list_(
+    db: DbOpt = None,
+    group: GroupOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead letters not retried yet, oldest first, with their error."""
+    engine = _engine(db)
+    try:
+        letters = inbox.select_dead_letters(engine, consumer=group, limit=limit)
+    except SQLAlchemyError as exc:
+        raise storage_error(exc, engine) from None
+    finally:
+        engine.dispose()
+    for d in letters:
+        if as_json:
+            row = {
+                "id": d.id, "consumer": d.consumer, "stream": d.stream, "entry_id": d.entry_id,
+                "message_id": d.message_id, "topic": d.topic, "key": d.key, "deliveries": d.deliveries,
+                "error": d.error, "dead_lettered_at": d.dead_lettered_at.isoformat(),
+            }  # fmt: skip
+            typer.echo(json.dumps(row))
+        else:
+            error = d.error.splitlines()[0] if d.error else ""
+            typer.echo(
+                f"{d.id}\t{d.consumer}\t{d.topic or '-'}\t{d.message_id or '-'}\t{d.deliveries}x\t{error}"
+            )
+    if not as_json:
+        typer.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@app.command("retry")
+def retry(
+    ids: Annotated[list[int], typer.Argument(help="Dead letter ids (from `list`).")],
+    handlers: Annotated[
+        str, typer.Option("--handlers", help="The handlers: package.module:registry, as given to `consume`.")
+    ],
+    db: DbOpt = None,
+) -> None:
+    """Run each dead letter through its handler again; on success it is marked retried."""
+    registry = load_registry(handlers)
+    engine = _engine(db)
+    failed = 0
+    try:
+        for dead_letter_id in ids:
+            try:
+                outcome = inbox.retry_dead_letter(engine, registry, dead_letter_id)
+            except (OutboxError, SQLAlchemyError) as exc:
+                raise exc if isinstance(exc, OutboxError) else storage_error(exc, engine) from None
+            except Exception as exc:  # noqa: BLE001 - the handler failed again: report, keep the letter
+                failed += 1
+                typer.echo(f"{dead_letter_id}\tfailed again: {type(exc).__name__}: {exc}")
+                continue
+            typer.echo(f"{dead_letter_id}\t{outcome.value}")
+    finally:
+        engine.dispose()
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("purge")
+def purge(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead letter ids (default: all of --group).")
+    ] = None,
+    db: DbOpt = None,
+    group: GroupOpt = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really delete every dead letter (no ids, no group).")
+    ] = False,
+) -> None:
+    """Delete dead letters for good."""
+    if not ids and group is None and not yes:
+        msg = "purge without ids or --group deletes every consumer dead letter: add --yes"
+        raise ConfigError(msg)
+    engine = _engine(db)
+    try:
+        count = inbox.purge_dead_letters(engine, consumer=group, ids=ids or None)
+    except SQLAlchemyError as exc:
+        raise storage_error(exc, engine) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"purged {count} dead letter(s)")

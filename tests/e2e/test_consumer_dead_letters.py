@@ -1,0 +1,63 @@
+"""`outboxkit consumer-dead-letters`: list what a consumer gave up on, retry it once fixed, purge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from tests._cli import run_cli
+from tests._inbox import count_effects, domain, entry
+
+pytestmark = pytest.mark.e2e
+
+
+def test_consumer_dead_letters_list_retry_purge(
+    pg_url: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A message whose handler keeps failing is listed with its error; after the fix, retry applies it once."""
+    stream = f"{stream_prefix}orders.created"
+    redis_client.xadd(stream, entry(payload={"n": 7}, key="o-7"))
+    redis_client.xadd(stream, {"garbage": "entry"})
+    consume = run_cli(
+        "consume", "tests.e2e.inbox_app:registry", "--db", pg_url, "--broker", redis_url, "--group", "billing",
+        "--stream-prefix", stream_prefix, "--block", "0.2", "--retention", "0", "--max-deliveries", "2",
+        "--retry-delay", "0.01", "--once", timeout=120,
+    )  # fmt: skip
+    assert consume.returncode == 0, consume.stderr[-2000:]
+    listed = run_cli("consumer-dead-letters", "list", "--db", pg_url, "--group", "billing", "--json")
+    assert listed.returncode == 0, listed.stderr
+    letters = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(letters) == 2
+    handler_failure = next(d for d in letters if d["topic"] == "orders.created")
+    assert "test_effect" in handler_failure["error"]  # the handler's table did not exist yet
+    garbage = next(d for d in letters if d["topic"] is None)
+    assert "missing field" in garbage["error"]
+
+    engine = sa.create_engine(pg_url)
+    domain.create_all(engine)  # the fix
+    engine.dispose()
+    retried = run_cli(
+        "consumer-dead-letters", "retry", str(handler_failure["id"]), "--handlers", "tests.e2e.inbox_app:registry",
+        "--db", pg_url,
+    )  # fmt: skip
+    assert retried.returncode == 0, retried.stderr
+    assert f"{handler_failure['id']}\tprocessed" in retried.stdout
+    assert count_effects(pg_url) == 1
+    again = run_cli(
+        "consumer-dead-letters", "retry", str(handler_failure["id"]), "--handlers", "tests.e2e.inbox_app:registry",
+        "--db", pg_url,
+    )  # fmt: skip
+    assert count_effects(pg_url) == 1  # retrying twice applies it once
+    assert again.returncode in (0, 2)
+
+    refused = run_cli("consumer-dead-letters", "purge", "--db", pg_url)
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    purged = run_cli("consumer-dead-letters", "purge", "--db", pg_url, "--group", "billing")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged" in purged.stdout
+    after = run_cli("consumer-dead-letters", "list", "--db", pg_url, "--json")
+    assert after.stdout.strip() == ""
