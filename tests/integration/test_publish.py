@@ -231,3 +231,19 @@ def test_publish_custom_table_and_schema_on_postgresql(pg_empty_url: str) -> Non
         assert conn.execute(sa.text("SELECT count(*) FROM messaging.events_out")).scalar_one() == 1
         assert conn.execute(sa.text("SELECT to_regclass('public.outbox')")).scalar_one() is None
     engine.dispose()
+
+
+def test_publish_stores_json_documents_not_strings_on_postgresql(pg_url: str) -> None:
+    """Payload and headers are jsonb documents, queryable with jsonb operators (not JSON strings)."""
+    engine = sa.create_engine(pg_url)
+    with Session(engine) as session, session.begin():
+        publish(session, "orders.created", {"order_id": "o-1", "lines": [1, 2]}, headers={"correlation_id": "c"})
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT jsonb_typeof(payload), payload->>'order_id', jsonb_typeof(headers),"
+                " headers->>'correlation_id' FROM outbox"
+            )
+        ).one()
+    engine.dispose()
+    assert tuple(row) == ("object", "o-1", "object", "c")
