@@ -237,7 +237,9 @@ def test_publish_stores_json_documents_not_strings_on_postgresql(pg_url: str) ->
     """Payload and headers are jsonb documents, queryable with jsonb operators (not JSON strings)."""
     engine = sa.create_engine(pg_url)
     with Session(engine) as session, session.begin():
-        publish(session, "orders.created", {"order_id": "o-1", "lines": [1, 2]}, headers={"correlation_id": "c"})
+        publish(
+            session, "orders.created", {"order_id": "o-1", "lines": [1, 2]}, headers={"correlation_id": "c"}
+        )
     with engine.connect() as conn:
         row = conn.execute(
             sa.text(
