@@ -27,7 +27,7 @@ import typer
 from outbox import ConfigError
 from saga.demo import Faults, OrderSpec, Style, order_saga, plan_orders
 
-from ._demo._report import print_report
+from ._demo._report import print_kept, print_report
 from ._demo._run import DemoRun, Result
 from ._demo._timeline import Timeline
 from ._demo._workspace import Workspace, workspace
@@ -121,7 +121,7 @@ def demo(
         result = asyncio.run(run.run(on_ready=timeline.restart))
         print_report(timeline.stream, timeline.style, specs, result.rows, result.reasons, result.checks)
         if keep:
-            timeline.stream.write(f"\n  data kept: {ws.describe()}\n")
+            print_kept(timeline.stream, ws, result.sagas, result.reasons)
     _verdict(timeline, result, timeout)
 
 

@@ -7,12 +7,14 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
+from outbox import redact_url
 from saga.demo import Check, OrderRow, OrderSpec, money
 from saga.tables import saga_instance
 
 from ._timeline import Style
+from ._workspace import Workspace
 
-__all__ = ["print_report", "saga_errors"]
+__all__ = ["print_kept", "print_report", "saga_errors", "saga_ids"]
 
 
 def saga_errors(orders: sa.Engine) -> dict[str, str]:
@@ -21,6 +23,26 @@ def saga_errors(orders: sa.Engine) -> dict[str, str]:
     with orders.connect() as conn:
         rows = conn.execute(sa.select(s.c.correlation_id, s.c.error).where(s.c.error.is_not(None))).all()
     return {str(r[0]): str(r[1]) for r in rows}
+
+
+def saga_ids(orders: sa.Engine) -> dict[str, str]:
+    """Each order's saga id (orchestrated runs), by order id."""
+    s = saga_instance
+    with orders.connect() as conn:
+        return {str(r[0]): str(r[1]) for r in conn.execute(sa.select(s.c.correlation_id, s.c.id)).all()}
+
+
+def print_kept(out: TextIO, ws: Workspace, sagas: Mapping[str, str], reasons: Mapping[str, str]) -> None:
+    """Where the kept data is, and commands to look at it."""
+    out.write(f"\nData kept in {ws.directory}:\n")
+    places = [*ws.urls.items(), ("broker", ws.broker)]
+    out.writelines(f"  {name:<10} {redact_url(url)}\n" for name, url in places)
+    example = next((order for order in sagas if order in reasons), next(iter(sagas), None))
+    if example is not None:
+        order_db = redact_url(ws.urls["order"])
+        out.write(
+            f"  look at order #{example}'s saga:  outboxkit saga show {sagas[example]} --db {order_db}\n"
+        )
 
 
 def print_report(
@@ -41,8 +63,10 @@ def print_report(
     for spec in specs:
         row = by_id.get(spec.order_id)
         status = row.status if row is not None else "missing"
-        tone = "ok" if status == spec.scenario.expected_status else "fail"
+        tone = {"confirmed": "ok", "cancelled": "undo"}.get(status, "fail")
         reason = "" if status != "cancelled" or row is None else reasons.get(spec.order_id, row.reason or "")
+        if status != spec.scenario.expected_status:
+            reason = style.paint(f"expected {spec.scenario.expected_status}", "fail")
         items = style.text(f"{spec.qty} x {spec.sku}")
         line = (
             f"  #{spec.order_id:<6} {spec.customer:<9} {items:<20} {money(spec.amount):>8}  "

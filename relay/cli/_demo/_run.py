@@ -36,7 +36,7 @@ from saga.demo import (
     select_orders,
 )
 
-from ._report import saga_errors
+from ._report import saga_errors, saga_ids
 from ._runtime import CrashPlan, Services
 from ._workspace import Workspace
 
@@ -53,6 +53,7 @@ class Result:
     checks: list[Check]
     rows: list[OrderRow]
     reasons: dict[str, str]
+    sagas: dict[str, str]
     timed_out: bool
     errors: list[str]
 
@@ -101,10 +102,13 @@ class DemoRun:
         checks = await asyncio.to_thread(self._check)
         rows = await asyncio.to_thread(select_orders, self.engines[ORDER.name])
         reasons = await asyncio.to_thread(saga_errors, self.engines[ORDER.name])
+        sagas = await asyncio.to_thread(saga_ids, self.engines[ORDER.name])
         for engine in self.engines.values():
             engine.dispose()
         errors = [_describe(e) for e in services.errors]
-        return Result(checks=checks, rows=rows, reasons=reasons, timed_out=timed_out, errors=errors)
+        return Result(
+            checks=checks, rows=rows, reasons=reasons, sagas=sagas, timed_out=timed_out, errors=errors
+        )
 
     def _prepare(self) -> None:
         prepare_databases(self.ws.urls)

@@ -42,11 +42,6 @@ class Workspace:
     prefix: str
     created_databases: list[str] = field(default_factory=list)
 
-    def describe(self) -> str:
-        """Where the data is, for the report."""
-        where = [f"{name}: {redact_url(url)}" for name, url in self.urls.items()]
-        return "; ".join([*where, f"broker: {redact_url(self.broker)}"])
-
 
 def _sqlite(directory: Path, name: str) -> str:
     return f"sqlite:///{directory / f'{name}.db'}"
