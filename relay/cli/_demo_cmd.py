@@ -34,6 +34,8 @@ from ._demo._workspace import Workspace, workspace
 
 __all__ = ["demo"]
 
+DEFAULT_PACE_S = 0.4  # readable for the five showcase orders; many orders go faster
+
 
 class Fault(enum.StrEnum):
     """Bugs to plant on purpose, to see the consistency check fail."""
@@ -64,7 +66,9 @@ Broker = Annotated[str | None, _opt("--broker", _BROKER_HELP, show_default=False
 Keep = Annotated[bool, _opt("--keep", "Keep the databases and print where they are.")]
 Timeout = Annotated[float, _opt("--timeout", "Seconds to wait for every order to end.")]
 StepTimeout = Annotated[float, _opt("--step-timeout", "Seconds a saga step waits for its reply.")]
-Pace = Annotated[float, _opt("--pace", "Seconds between two orders.")]
+Pace = Annotated[
+    float | None, _opt("--pace", "Seconds between two orders [default: 0.4, less for many orders].")
+]
 FaultOpt = Annotated[Fault, _opt("--fault", "Plant a bug in a participant (tests the check).", hidden=True)]
 
 
@@ -96,10 +100,11 @@ def demo(
     keep: Keep = False,
     timeout: Timeout = 60.0,
     step_timeout: StepTimeout = 1.5,
-    pace: Pace = 0.4,
+    pace: Pace = None,
     fault: FaultOpt = Fault.NONE,
 ) -> None:
     """Run the order saga on the embedded default and check the three databases (exit 1 if inconsistent)."""
+    pace = min(DEFAULT_PACE_S, 8 / max(orders, 1)) if pace is None else pace
     rates = {"--decline-rate": decline_rate, "--out-of-stock-rate": out_of_stock_rate}
     seconds = {"--timeout": timeout, "--step-timeout": step_timeout, "--pace": pace}
     _check_options(orders, rates, seconds)

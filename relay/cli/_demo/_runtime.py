@@ -112,7 +112,9 @@ class Services:
 
     def start_relays(self) -> None:
         for service in SERVICES:
-            thread = threading.Thread(target=self._relay_loop, args=(service,), name=f"relay-{service.name}")
+            thread = threading.Thread(
+                target=self._relay_loop, args=(service,), name=f"relay-{service.name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
