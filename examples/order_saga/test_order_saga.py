@@ -26,7 +26,7 @@ from tests._servers import PostgresAdmin
 
 pytestmark = pytest.mark.e2e
 
-STEP_TIMEOUT = 1.5
+STEP_TIMEOUT = 3.0  # short enough for a fast timeout scenario, long enough on a busy machine
 
 
 def _spec(order_id: str, scenario: Scenario, sku: str, card: str, qty: int = 1) -> OrderSpec:
@@ -65,6 +65,13 @@ def _cluster(
                    step_timeout=step_timeout, prefix=prefix)  # fmt: skip
 
 
+def _step_log(engine: sa.Engine, order_id: str) -> list[tuple[str, int | None]]:
+    s = saga.tables.saga_instance
+    with engine.connect() as conn:
+        saga_id = conn.execute(sa.select(s.c.id).where(s.c.correlation_id == order_id)).scalar_one()
+        return [(e.kind.value, e.step) for e in saga.select_step_log(conn, saga_id)]
+
+
 def _rows(engine: sa.Engine, table: sa.Table) -> dict[str, str]:
     with engine.connect() as conn:
         return {r[0]: r[1] for r in conn.execute(sa.select(table.c.order_id, table.c.status))}
@@ -81,15 +88,20 @@ def test_order_saga_each_outcome_ends_as_the_rules_say(
     try:
         cluster.wait_ready()
         cluster.place(OUTCOMES)
-        assert cluster.wait(len(OUTCOMES), timeout=60), f"not finished; logs in {cluster.workdir}"
+        assert cluster.wait(len(OUTCOMES), timeout=120), f"not finished; logs in {cluster.workdir}"
         checks = cluster.check(len(OUTCOMES))
         statuses = {r.order_id: r.status for r in saga.demo.select_orders(cluster.engines["order"])}
         reservations = _rows(cluster.engines["inventory"], demo_reservation)
         payments = _rows(cluster.engines["payment"], demo_payment)
+        timeout_log = _step_log(cluster.engines["order"], "4") if style is Style.ORCHESTRATED else []
     finally:
         cluster.stop_all()
     assert [c for c in checks if not c.ok] == []
     assert statuses == {"1": "confirmed", "2": "cancelled", "3": "cancelled", "4": "cancelled"}
+    if style is Style.ORCHESTRATED:  # the unanswered charge: timed out, resent, timed out, compensated
+        assert timeout_log.count(("timed_out", 2)) == 2
+        assert ("compensation_sent", 2) in timeout_log
+        assert timeout_log[-1] == ("saga_compensated", None)
     assert reservations == {"1": "reserved", "2": "released", "3": "refused", "4": "released"}
     # The unanswered payment was taken, then refunded by the compensation the timeout started.
     assert payments["1"] == "charged"
@@ -104,7 +116,7 @@ def test_order_saga_orchestrator_sigkill_mid_saga_resumes_each_step_once(
     """The orchestrator's consumer SIGKILLed inside a transition and restarted: sagas end, every step applied once."""
     specs = [OUTCOMES[0], OUTCOMES[1], _spec("5", Scenario.SUCCESS, "espresso-beans", CARD_OK, qty=3)]
     # Replies must not time out while the orchestrator restarts: the outcome stays the rules' one.
-    cluster = _cluster(backend, tmp_path, Style.ORCHESTRATED, step_timeout=20)
+    cluster = _cluster(backend, tmp_path, Style.ORCHESTRATED, step_timeout=60)
     cluster.prepare(len(specs))
     # The third transition the order service's consumer makes kills it before its commit.
     crash = {"OUTBOXKIT_CRASH_AT": "saga.after_transition", "OUTBOXKIT_CRASH_SKIP": "2"}
@@ -114,7 +126,7 @@ def test_order_saga_orchestrator_sigkill_mid_saga_resumes_each_step_once(
         cluster.place(specs)
         assert cluster.procs["consume-order"].wait(timeout=60) == -signal.SIGKILL
         cluster.start("consume", "order")
-        assert cluster.wait(len(specs), timeout=60), f"not finished; logs in {cluster.workdir}"
+        assert cluster.wait(len(specs), timeout=120), f"not finished; logs in {cluster.workdir}"
         checks = cluster.check(len(specs))
         engine = cluster.engines["order"]
         with engine.connect() as conn:

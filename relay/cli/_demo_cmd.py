@@ -138,8 +138,8 @@ def _intro(timeline: Timeline, specs: list[OrderSpec], style: Style, ws: Workspa
         "  three services (order, inventory, payment), each with its own database, outbox, relay and\n"
         f"  consumer, talking through one broker; data in {where}\n"
     )
-    legend = [("ok", "done"), ("fail", "refused or failed"), ("undo", "compensation"), ("dim", "command"),
-              ("dup", "duplicate skipped")]  # fmt: skip
+    legend = [("ok", "done"), ("fail", "refused or failed"), ("undo", "compensation"),
+              ("dim", "message sent"), ("dup", "duplicate skipped")]  # fmt: skip
     out.write("  " + "   ".join(f"{icons[k]} {v}" for k, v in legend) + "\n\n")
     out.flush()
 

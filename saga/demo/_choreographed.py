@@ -63,6 +63,8 @@ def _emit_event(session: Session, service: Service, cause: Envelope, topic: str,
         headers=follow_up_headers(cause, event_type=type_),
         config=service.outbox,
     )
+    emit(session, "event_published", service=service.name, order_id=str(cause.key),
+         text=f"{type_} published on {topic}", tone="dim")  # fmt: skip
 
 
 def place_order_choreographed(session: Session, spec: OrderSpec, *, deadline: dt.timedelta) -> None:
@@ -81,6 +83,8 @@ def place_order_choreographed(session: Session, spec: OrderSpec, *, deadline: dt
     emit(session, "order_placed", service="order", order_id=spec.order_id,
          text=f"{spec.customer} orders {spec.qty} x {spec.sku} for {money(spec.amount)}",
          tone="info")  # fmt: skip
+    emit(session, "event_published", service="order", order_id=spec.order_id,
+         text=f"OrderPlaced published on {ORDER_EVENTS}", tone="dim")  # fmt: skip
 
 
 def _cancel(session: Session, cause: Envelope, reason: str) -> None:
@@ -96,11 +100,11 @@ def _cancel(session: Session, cause: Envelope, reason: str) -> None:
     )
     if not done:
         return  # decided already: a late or duplicate event changes nothing
+    text = f"order cancelled: {reason}"
+    emit(session, "order_cancelled", service="order", order_id=order_id, text=text, tone="undo")
     _emit_event(
         session, ORDER, cause, ORDER_EVENTS, "OrderCancelled", {"order_id": order_id, "reason": reason}
     )
-    text = f"order cancelled: {reason}"
-    emit(session, "order_cancelled", service="order", order_id=order_id, text=text, tone="undo")
 
 
 def _order_registry() -> inbox.Registry:
@@ -119,8 +123,8 @@ def _order_registry() -> inbox.Registry:
             .rowcount
         )
         if done:  # else cancelled meanwhile (the deadline): payment refunds on OrderCancelled
-            _emit_event(session, ORDER, message, ORDER_EVENTS, "OrderConfirmed", {"order_id": order_id})
             emit(session, "order_confirmed", service="order", order_id=order_id, text="confirmed", tone="ok")
+            _emit_event(session, ORDER, message, ORDER_EVENTS, "OrderConfirmed", {"order_id": order_id})
 
     @registry.handler(PAYMENT_EVENTS, types="PaymentDeclined")
     def on_declined(message: Envelope, session: Session) -> None:

@@ -120,6 +120,7 @@ def order_saga(
                 action=Command(topic=INVENTORY_COMMANDS, type="ReserveStock", payload=_stock),
                 compensation=Command(topic=INVENTORY_COMMANDS, type="ReleaseStock", payload=_stock),
                 timeout=timeout,
+                retry=retry,  # a resent ReserveStock is harmless: one reservation per order
             ),
             Step(
                 name="charge_payment",

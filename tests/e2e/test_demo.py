@@ -10,7 +10,7 @@ from tests._servers import PostgresAdmin, RedisEndpoint
 pytestmark = pytest.mark.e2e
 
 # Shorter waits than the defaults keep the suite fast; the story is the same.
-FAST = ("--step-timeout", "1", "--pace", "0.2", "--timeout", "60")
+FAST = ("--step-timeout", "2", "--pace", "0.2", "--timeout", "90")
 OUTCOMES = {
     "#1001": "confirmed",  # success
     "#1002": "cancelled",  # payment declined
