@@ -77,19 +77,13 @@ def test_demo_bad_option_exits_2_with_one_line(args: list[str], expected: str) -
     assert "Traceback" not in result.stderr
 
 
-def test_demo_on_postgresql_and_redis_exits_0(pg_server: PostgresAdmin, redis_server: RedisEndpoint) -> None:
-    """With --db (a PostgreSQL server) and --broker (Redis) the same run is consistent, and cleans up after itself."""
-    result = run_cli(
-        "demo",
-        "--orders",
-        "8",
-        "--db",
-        pg_server.url("postgres"),
-        "--broker",
-        redis_server.url,
-        *FAST,
-        timeout=120,
-    )
+@pytest.mark.parametrize("broker", ["redis", "sql-table"])
+def test_demo_on_postgresql_exits_0_and_cleans_up(
+    pg_server: PostgresAdmin, redis_server: RedisEndpoint, broker: str
+) -> None:
+    """With --db (a PostgreSQL server) and Redis or the SQL-table broker the run is consistent and drops its databases."""
+    brokers = ("--broker", redis_server.url) if broker == "redis" else ()
+    result = run_cli("demo", "--orders", "8", "--db", pg_server.url("postgres"), *brokers, *FAST, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All consistent" in result.stdout
     with pg_server.connect() as conn:
