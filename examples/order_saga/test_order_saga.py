@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from saga.demo import (
     Style,
 )
 from saga.demo._tables import demo_payment, demo_reservation
+from tests._cli import REPO_ROOT, cli_env
 from tests._servers import PostgresAdmin
 
 pytestmark = pytest.mark.e2e
@@ -146,3 +149,16 @@ def test_order_saga_orchestrator_sigkill_mid_saga_resumes_each_step_once(
         sent = [e for e in entries if e[0] in {"command_sent", "compensation_sent"}]
         assert len(sent) == len(set(sent)), entries  # no command sent twice for one step and attempt
         assert entries.count(("local_done", 3, 1)) <= 1
+
+
+def test_order_saga_documented_command_runs_everything_and_exits_0(tmp_path: Path) -> None:
+    """`python -m examples.order_saga run` starts the six processes, runs five orders and passes the check."""
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.order_saga", "run", "--workdir", str(tmp_path), "--style", "choreographed",
+         "--step-timeout", str(STEP_TIMEOUT)],
+        capture_output=True, text=True, timeout=180, env=cli_env(), cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert "#1001  alice  success           -> confirmed" in result.stdout
+    assert "#1005  erin   payment timeout   -> cancelled" in result.stdout
