@@ -149,7 +149,7 @@ def _verdict(timeline: Timeline, result: Result, timeout: float) -> None:
     paint = timeline.style.paint
     failed = [c.name for c in result.checks if not c.ok]
     out.writelines(paint(f"  ! {error}", "fail") + "\n" for error in result.errors)
-    if result.timed_out:
+    if result.timed_out and not result.errors:
         out.write(paint(f"  ! gave up waiting after {timeout:g}s", "fail") + "\n")
     out.flush()
     if failed or result.errors or result.timed_out:

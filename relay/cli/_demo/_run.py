@@ -96,7 +96,7 @@ class DemoRun:
         tasks = services.consumer_tasks()
         try:
             await self._place_all()
-            timed_out = not await self._wait(services)
+            timed_out = not await self._wait(services, tasks)
         finally:
             await services.stop(tasks)
         checks = await asyncio.to_thread(self._check)
@@ -135,11 +135,11 @@ class DemoRun:
             else:
                 place_order_choreographed(session, spec, deadline=self.step_timeout * 2)
 
-    async def _wait(self, services: Services) -> bool:
-        """Until every order is decided and every message handled; False on timeout."""
+    async def _wait(self, services: Services, consumers: Sequence[asyncio.Task[None]]) -> bool:
+        """Until every order is decided and every message handled; False on timeout or a dead service."""
         deadline = time.monotonic() + self.timeout.total_seconds()
         quiet = 0
-        while time.monotonic() < deadline and not services.errors:
+        while time.monotonic() < deadline and not services.errors and not any(t.done() for t in consumers):
             await asyncio.sleep(_TICK_S)
             decided = await asyncio.to_thread(self._all_decided)
             quiet = quiet + 1 if decided and await services.settled(self.engines) else 0
