@@ -155,10 +155,16 @@ class Services:
 
     def _report_crash(self, service: Service) -> None:
         batch = self.crash.crashed_batch if self.crash is not None else []
+        what = ", ".join(f"#{m.correlation_id} {m.type}" for m in batch)
+        many = len(batch) > 1
+        text = (
+            f"crashed after the broker took {len(batch)} message{'s' if many else ''} ({what}),"
+            f" before marking {'them' if many else 'it'} as sent"
+        )
         log.warning(
             "demo.relay_crashed",
             service=service.name,
-            text=f"crashed after publishing {len(batch)} message(s), before marking them as sent",
+            text=text,
             tone="fail",
             message_ids=[str(m.id) for m in batch],
             order_ids=[m.correlation_id for m in batch],

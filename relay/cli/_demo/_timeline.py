@@ -8,6 +8,7 @@ everything else is dropped. Colour only on a terminal.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import threading
 import time
@@ -65,8 +66,13 @@ class Timeline:
         self.lines = 0
 
     def restart(self) -> None:
-        """Count time from now (the services are ready)."""
+        """Count time from now (the services are ready) and print the column headings."""
         self.started = time.monotonic()
+        now = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        heading = f"  {'time':>8}  {'service':<9}  {'order':<7}  what happened (time 0 = {now} UTC)"
+        with self._lock:
+            self.stream.write(self.style.paint(heading, "dim") + "\n")
+            self.stream.flush()
 
     def line(self, service: str, order: str, tone: str, text: str, icon: str | None = None) -> None:
         """Print one timeline line."""
