@@ -105,12 +105,36 @@ class Cluster:
     # -- set-up ----------------------------------------------------------------------
 
     def prepare(self, orders: int) -> None:
-        """Migrate the databases (and the SQL broker), create the business tables, stock the shelves."""
-        prepare_databases(self.urls)
-        if not self.broker.startswith(("redis://", "rediss://", "unix://")):
+        """Migrate the databases (and the SQL broker), create the business tables, stock the shelves.
+
+        A database left by an earlier run is reset first: its example tables
+        are dropped and the toolkit's tables downgraded to nothing (other
+        tables are not touched), so every run starts from empty services.
+        """
+        sql_broker = not self.broker.startswith(("redis://", "rediss://", "unix://"))
+        if sql_broker:
             create_database(self.broker)
+        self._reset()
+        prepare_databases(self.urls)
+        if sql_broker:
             outbox.upgrade(self.broker)
         seed_stock(self.engines[INVENTORY.name], initial_stock(orders))
+
+    def _reset(self) -> None:
+        for service in SERVICES:
+            engine = self.engines[service.name]
+            with engine.connect() as conn:
+                used = sa.inspect(conn).has_table(service.outbox.table)
+            if used:
+                service.metadata.drop_all(engine)
+                outbox.downgrade(self.urls[service.name], config=service.outbox)
+        if not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            engine = sa.create_engine(self.broker)
+            with engine.connect() as conn:
+                used = sa.inspect(conn).has_table("outboxkit_alembic_version")
+            engine.dispose()
+            if used:
+                outbox.downgrade(self.broker)
 
     # -- processes -------------------------------------------------------------------
 
