@@ -6,6 +6,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 import saga
 from examples.order_saga.cluster import Cluster, database_urls
+from outbox.tables import outbox_tables
 from saga.demo import (
     CARD_DECLINED,
     CARD_OK,
@@ -162,3 +164,39 @@ def test_order_saga_documented_command_runs_everything_and_exits_0(tmp_path: Pat
     assert "FAIL" not in result.stdout
     assert "#1001  alice  success           -> confirmed" in result.stdout
     assert "#1005  erin   payment timeout   -> cancelled" in result.stdout
+
+
+def test_order_saga_relay_sigkilled_and_restarted_loses_nothing(tmp_path: Path) -> None:
+    """The payment service's relay SIGKILLed while orders flow and restarted: every order still ends as planned."""
+    urls = database_urls(f"sqlite:///{tmp_path}/{{service}}.db")
+    backend = (urls, f"sqlite:///{tmp_path}/broker.db", "t:")
+    specs = [OUTCOMES[0], OUTCOMES[1], _spec("5", Scenario.SUCCESS, "espresso-beans", CARD_OK, qty=3)]
+    cluster = _cluster(backend, tmp_path, Style.CHOREOGRAPHED, step_timeout=60)
+    cluster.prepare(len(specs))
+    cluster.start_all()
+    try:
+        cluster.wait_ready()
+        cluster.place(specs, pace=0)
+        _wait_for_payment_events(cluster)  # the payment relay has work in hand
+        relay = cluster.procs["relay-payment"]
+        relay.send_signal(signal.SIGKILL)  # no goodbye: its leases must expire, unmarked rows stay pending
+        assert relay.wait(timeout=10) == -signal.SIGKILL
+        cluster.start("relay", "payment")
+        assert cluster.wait(len(specs), timeout=120), f"not finished; logs in {cluster.workdir}"
+        checks = cluster.check(len(specs))
+        statuses = {r.order_id: r.status for r in saga.demo.select_orders(cluster.engines["order"])}
+    finally:
+        cluster.stop_all()
+    assert [c for c in checks if not c.ok] == []
+    assert statuses == {"1": "confirmed", "2": "cancelled", "5": "confirmed"}
+
+
+def _wait_for_payment_events(cluster: Cluster) -> None:
+    table = outbox_tables(saga.demo.PAYMENT.outbox).outbox
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with cluster.engines["payment"].connect() as conn:
+            if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
+                return
+        time.sleep(0.02)
+    pytest.fail("the payment service published nothing")
