@@ -12,6 +12,7 @@ from outbox import OutboxError, __version__
 from ._consume_cmd import consume
 from ._context import CliState
 from ._dead_letters_cmd import app as dead_letters_app
+from ._demo_cmd import demo
 from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
@@ -41,6 +42,7 @@ app.command(name="migrate")(migrate)
 app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
+app.command(name="demo")(demo)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(consumer_dead_letters_app, name="consumer-dead-letters")
 app.add_typer(saga_app, name="saga")

@@ -81,3 +81,33 @@ def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Pa
     with engine.connect() as conn:
         assert "outbox" in sa.inspect(conn).get_table_names()
     engine.dispose()
+
+
+def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
+    """`pip install outboxkit && outboxkit demo`: the demo's services ship in the wheel (saga.demo) and run."""
+    assert "saga/demo/__init__.py" in set(zipfile.ZipFile(wheel).namelist())
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
+    env["PYTHONPATH"] = str(target)
+    code = (
+        "import sys, saga.demo; from relay.cli import main;"
+        "assert saga.demo.__file__.startswith(sys.argv[1]), saga.demo.__file__;"
+        "sys.exit(main(['demo', '--orders', '3', '--pace', '0.1']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All consistent" in done.stdout
