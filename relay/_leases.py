@@ -34,7 +34,10 @@ from sqlalchemy.exc import IntegrityError
 from outbox import StorageError
 from outbox.brokers import Fence
 
-from .tables import relay_lease, relay_member
+from .tables import relay_lease, relay_member, relay_state
+
+# Name of the relay_state row holding this database's id (for fence names).
+_DATABASE_ID = "outboxkit:database_id"
 
 __all__ = ["LeaseManager", "LeaseView"]
 
@@ -76,13 +79,41 @@ class LeaseManager:
         self.ttl = ttl
         self.view = LeaseView()
         self._idle = False
+        self.database_id = ""
 
     def fences(self, owned: Sequence[int]) -> list[Fence]:
-        """The fences of ``owned`` partitions at their current epochs."""
-        return [Fence(f"{self.scope}:{p}", self.view.epochs[p]) for p in owned if p in self.view.epochs]
+        """The fences of ``owned`` partitions at their current epochs.
+
+        Fence names carry the database's id as well as the table: services that
+        share a broker (and the default table name) must never fence each other.
+        """
+        prefix = f"{self.database_id}:{self.scope}"
+        return [Fence(f"{prefix}:{p}", self.view.epochs[p]) for p in owned if p in self.view.epochs]
+
+    def ensure_database_id(self) -> str:
+        """This database's id for fence names: made once by the first relay, then read by all."""
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    stored = conn.execute(
+                        select(relay_state.c.value).where(relay_state.c.name == _DATABASE_ID)
+                    ).scalar()
+                    if stored is None:
+                        stored = uuid.uuid4().hex[:16]
+                        now = dt.datetime.now(dt.UTC)
+                        conn.execute(
+                            insert(relay_state).values(name=_DATABASE_ID, value=stored, updated_at=now)
+                        )
+            except IntegrityError:
+                continue  # another relay made it at the same moment: read theirs
+            self.database_id = str(stored)
+            return self.database_id
+        msg = "could not record the database id of the relay"
+        raise StorageError(msg)
 
     def ensure_partitions(self) -> int:
         """Create the lease rows once; return the partition count in use (the stored one wins)."""
+        self.ensure_database_id()
         for _ in range(3):
             try:
                 with self.engine.begin() as conn:

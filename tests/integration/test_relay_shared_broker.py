@@ -4,9 +4,8 @@ Found while building `outboxkit demo` (issue 5): the relay's fences are named
 ``<outbox table>:<partition>`` only, so two services whose outbox tables share
 a name share fences in the broker. Once one service's relay restarts (its
 epochs grow), the other's relay is refused ("another relay took over") for
-ever. The example and the demo avoid it by naming each outbox after its
-service; this test records the bug until fence names carry the database's
-identity.
+ever. Fence names now carry an id the first relay records in each database
+(``outboxkit_relay_state``); this is the regression test.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
@@ -41,9 +39,6 @@ def _relay_once(url: str, broker: str, timeout: float) -> bool:
     return relay.stats.published == 1
 
 
-@pytest.mark.xfail(
-    reason="fence names collide across databases sharing a broker (found in issue 5)", strict=True
-)
 def test_relay_shared_broker_restart_of_one_service_does_not_fence_another(tmp_path: Path) -> None:
     """Two services with the default outbox table name share a broker; restarting one must not block the other."""
     a, b, broker = (f"sqlite:///{tmp_path / name}.db" for name in ("a", "b", "broker"))
