@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from outbox import BrokerAuthError, BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
@@ -48,6 +48,8 @@ __all__ = ["ConsumerRunner"]
 
 log = structlog.get_logger("inbox")
 _LAG_INTERVAL = 5.0
+_START_ATTEMPTS = 20  # schema check at start: ~10 s for a busy or restarting database
+_START_RETRY_S = 0.5
 
 
 @dataclass(eq=False)
@@ -157,12 +159,22 @@ class ConsumerRunner:
             raise error
 
     def _check_schema(self) -> None:
-        try:
-            with self._engine.connect() as conn:
-                present = inspect(conn).has_table(inbox_table.name)
-        except DBAPIError as exc:
-            msg = f"database at {redact_url(self._engine.url)} unreachable: {type(exc.orig).__name__}"
-            raise StorageError(msg) from exc
+        # A database that is briefly busy or not up yet at start (a locked SQLite
+        # file, a PostgreSQL restarting) is waited for, up to ~10 s, before the
+        # consumer gives up with one clear error.
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                with self._engine.connect() as conn:
+                    present = inspect(conn).has_table(inbox_table.name)
+                break
+            except DBAPIError as exc:
+                if attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError):
+                    msg = f"database at {redact_url(self._engine.url)} unreachable: {type(exc.orig).__name__}"
+                    raise StorageError(msg) from exc
+                self._log.warning(
+                    "inbox.database_unavailable", error=type(exc.orig).__name__, attempt=attempt + 1
+                )
+                time.sleep(_START_RETRY_S)
         if not present:
             msg = f"inbox table {inbox_table.name!r} is missing: run `outboxkit migrate --db URL`"
             raise SchemaMissingError(msg)
