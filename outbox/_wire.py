@@ -35,6 +35,8 @@ WireFields = dict[str, str]
 
 def format_time(value: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds and a ``Z`` suffix."""
+    if value.tzinfo is dt.UTC:  # psycopg on a UTC session: the common case, one call
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
     if value.tzinfo is None:  # SQLite hands back naive UTC datetimes
         value = value.replace(tzinfo=dt.UTC)
     # isoformat is several times faster than strftime; same text.

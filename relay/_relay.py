@@ -328,7 +328,25 @@ class Relay:
                 self._relay_batch(batch, owned, conn=own)
             return
         started = time.perf_counter()
-        entries = [self._entry(row) for row in batch]
+        stream_for = self.config.layout.stream_for
+        # One pass, no per-row method call: this runs for every row relayed.
+        entries = [
+            OutgoingEntry(
+                stream_for(row.topic, row.key_hash),
+                encode_entry(
+                    message_id=row.message_id,
+                    topic=row.topic,
+                    type=row.type,
+                    source=row.source,
+                    key=row.key,
+                    time=row.created_at,
+                    headers_json=row.headers,
+                    data_json=row.payload,
+                ),
+                row.key,
+            )
+            for row in batch
+        ]
         result = self.publisher.publish(
             entries, fences=self.leases.fences(owned), incarnation=self.incarnation.expected()
         )
@@ -353,20 +371,6 @@ class Relay:
         self._account(batch, published, failures, dead, done, started)
         if result.transient_error is not None:
             raise BrokerError(f"broker refused part of a batch: {result.transient_error}")
-
-    def _entry(self, row: ClaimedRow) -> OutgoingEntry:
-        fields = encode_entry(
-            message_id=row.message_id,
-            topic=row.topic,
-            type=row.type,
-            source=row.source,
-            key=row.key,
-            time=row.created_at,
-            headers_json=row.headers,
-            data_json=row.payload,
-        )
-        stream = self.config.layout.stream_for(row.topic, row.key_hash)
-        return OutgoingEntry(stream=stream, fields=fields, order_key=row.key)
 
     def _split(
         self, batch: list[ClaimedRow], result: PublishResult

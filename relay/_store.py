@@ -17,6 +17,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -47,9 +48,13 @@ __all__ = ["ClaimedRow", "Failure", "OutboxStore"]
 _MAX_LISTED_PARKED = 200
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    """One outbox row in a batch, with the stored JSON text of headers and payload."""
+class ClaimedRow(NamedTuple):
+    """One outbox row in a batch, with the stored JSON text of headers and payload.
+
+    A named tuple rather than a dataclass: a batch builds hundreds of them per
+    claim, and a tuple is several times cheaper to construct than a frozen
+    dataclass (immutable and compared by value all the same).
+    """
 
     id: int
     message_id: uuid.UUID
@@ -151,7 +156,8 @@ class OutboxStore:
             .order_by(o.c.id)
             .limit(limit)
         )
-        return [ClaimedRow(*row) for row in conn.execute(query).all()]
+        make = ClaimedRow._make
+        return [make(row) for row in conn.execute(query).all()]
 
     def has_due(self, conn: Connection, *, now: dt.datetime) -> bool:
         """Whether any row of any partition is due (``--once`` exits when none is)."""

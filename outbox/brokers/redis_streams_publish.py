@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from itertools import chain
 
 import redis
 import redis.exceptions
@@ -88,17 +89,14 @@ for e = 1, ne do
     out[#out + 1] = '-'
     clean = false
   else
-    local args = {KEYS[1 + nf + e]}
+    -- The fields straight from ARGV (unpack with a range): no per-entry table.
+    local r
+    local key, last = KEYS[1 + nf + e], a + 2 + 2 * n
     if maxlen ~= '' then
-      args[#args + 1] = 'MAXLEN'
-      args[#args + 1] = '~'
-      args[#args + 1] = maxlen
+      r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 3, last))
+    else
+      r = redis.pcall('XADD', key, '*', unpack(ARGV, a + 3, last))
     end
-    args[#args + 1] = '*'
-    for j = 1, 2 * n do
-      args[#args + 1] = ARGV[a + 2 + j]
-    end
-    local r = redis.pcall('XADD', unpack(args))
     if type(r) == 'table' and r.err then
       out[#out + 1] = '!' .. r.err
       clean = false
@@ -187,10 +185,11 @@ class RedisStreamsPublisher:
             *(f.epoch for f in fences),
             len(entries),
         ]
+        max_len = self._max_len
         for entry in entries:
-            args += (self._max_len, entry.order_key or "", len(entry.fields))
-            for pair in entry.fields.items():
-                args += pair
+            fields = entry.fields
+            args += (max_len, entry.order_key or "", len(fields))
+            args += chain.from_iterable(fields.items())  # name, value, name, value, ...
         try:
             reply = self._script(keys=keys, args=args)
         except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
