@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 import outbox
 from outbox import BrokerAuthError
-from outbox.brokers import Fence, OutgoingEntry, StreamLayout
+from outbox.brokers import Fence, Outcome, OutgoingEntry, StreamLayout
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from relay import Relay, RelayConfig
 from relay._leases import LeaseManager
@@ -321,3 +321,24 @@ def test_relay_publishes_over_tls_with_an_acl_user(pg_url: str, redis_server_fac
     assert_complete_and_ordered(redis_entries(client, [f"{stream_prefix}orders"]), ids)
     client.close()
     assert "acl-s3cret" not in repr(logs)
+
+
+def test_redis_publisher_max_len_trims_approximately_and_keeps_the_newest(
+    redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """With a MAXLEN the stream is trimmed (approximately) and the newest entries, in order, remain."""
+    publisher = RedisStreamsPublisher(redis_url, max_len=10)
+    stream = f"{stream_prefix}capped"
+    token = publisher.publish([]).incarnation  # as the relay does: learn the broker's incarnation first
+    for batch in range(5):
+        entries = [
+            OutgoingEntry(stream, {"id": f"{batch}-{i}", "data": "{}"}, order_key=None) for i in range(100)
+        ]
+        result = publisher.publish(entries, incarnation=token)
+        assert {o.outcome for o in result.outcomes} == {Outcome.PUBLISHED}
+    publisher.close()
+    length = redis_client.xlen(stream)
+    assert 10 <= length < 500  # trimmed, by whole nodes (approximate MAXLEN ~)
+    ids = [fields[b"id"].decode() for _, fields in redis_client.xrange(stream)]
+    assert ids[-1] == "4-99"
+    assert ids == sorted(ids, key=lambda s: tuple(int(p) for p in s.split("-")))
