@@ -352,6 +352,8 @@ class ConsumerRunner:
                     worker.lost = True
                     return
                 try:
+                    if not await self._still_owner(worker):
+                        return
                     if time.monotonic() >= next_claim:
                         await self._claim_all(worker, min_idle)
                         min_idle = self.config.claim_idle
@@ -378,6 +380,25 @@ class ConsumerRunner:
                     await _wait_event(worker.stop, min(0.2 * 2**failures, 5.0))
         finally:
             await self._release(worker)
+
+    async def _still_owner(self, worker: _Worker) -> bool:
+        """Renew the lease right before reading: only the owner may take new entries.
+
+        The periodic renewal alone leaves a window: a Redis restart loses the
+        lease keys, another consumer takes the partition at once, and this one
+        would keep reading until its next renewal — two readers of one
+        partition break per-key order (found by the soak, issue 6).
+        """
+        started = time.monotonic()
+        owned = await self.subscriber.acquire_lease(
+            self._scope, worker.stream, self.config.consumer_name, ttl=self.config.lease_ttl
+        )
+        if owned:
+            worker.lease_until = started + self.config.lease_ttl.total_seconds()
+            return True
+        worker.lost = True
+        self._log.warning("inbox.partition_lost", stream=worker.stream, reason="taken over")
+        return False
 
     async def _claim_all(self, worker: _Worker, min_idle: dt.timedelta) -> None:
         seen: set[str] = set()
