@@ -48,7 +48,7 @@ def test_crashtest_consumer_applies_each_message_once_through_every_inbox_crash_
     assert count_effects(pg_url) == 3
 
 
-def test_crashtest_reports_a_point_never_reached(tmp_path: object) -> None:
+def test_crashtest_reports_a_point_never_reached() -> None:
     """A command that never passes the crash point is reported, not silently accepted."""
     failures = crash_matrix(
         [sys.executable, "-c", "pass"], points=["inbox.after_commit"], reset=lambda: None, check=lambda: None

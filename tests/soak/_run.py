@@ -225,7 +225,7 @@ def run(profile: Profile, seed: int, out: Path) -> Verdict:
         verdict.secret_leaks = _leaks(logs)
         _judge(verdict, profile, drained)
         if not verdict.ok:
-            _snapshot(out, pg, db, rds)
+            _snapshot(out, db, rds)
     (out / "verdict.json").write_text(json.dumps(verdict_json(verdict), indent=2))
     return verdict
 
@@ -280,7 +280,7 @@ def _judge(verdict: Verdict, profile: Profile, drained: bool) -> None:
         verdict.violations.append(f"fault injection failed: {verdict.fault_errors}")
 
 
-def _snapshot(out: Path, pg: PostgresServer, db: str, rds: RedisServer) -> None:
+def _snapshot(out: Path, db: str, rds: RedisServer) -> None:
     """Leave the ledgers and the streams' shape next to the logs, for replaying a failure."""
     snap = out / "snapshot"
     snap.mkdir(exist_ok=True)
@@ -307,4 +307,3 @@ def _snapshot(out: Path, pg: PostgresServer, db: str, rds: RedisServer) -> None:
         (snap / "streams.json").write_text(json.dumps(streams, indent=1, default=str))
     finally:
         client.close()
-    del pg
