@@ -25,7 +25,7 @@ from saga.demo import (
     Scenario,
     Style,
 )
-from saga.demo._tables import demo_payment, demo_reservation
+from saga.demo._tables import ORDER, demo_payment, demo_reservation
 from tests._cli import REPO_ROOT, cli_env
 from tests._servers import PostgresAdmin
 
@@ -82,6 +82,13 @@ def _rows(engine: sa.Engine, table: sa.Table) -> dict[str, str]:
         return {r[0]: r[1] for r in conn.execute(sa.select(table.c.order_id, table.c.status))}
 
 
+def _unsent(engine: sa.Engine) -> list[tuple[str, str | None]]:
+    outbox = outbox_tables(ORDER.outbox).outbox
+    with engine.connect() as conn:
+        query = sa.select(outbox.c.topic, outbox.c.key).where(outbox.c.published_at.is_(None))
+        return [(r.topic, r.key) for r in conn.execute(query)]
+
+
 @pytest.mark.parametrize("style", list(Style))
 def test_order_saga_each_outcome_ends_as_the_rules_say(
     backend: tuple[dict[str, str], str, str], tmp_path: Path, style: Style
@@ -99,6 +106,7 @@ def test_order_saga_each_outcome_ends_as_the_rules_say(
         reservations = _rows(cluster.engines["inventory"], demo_reservation)
         payments = _rows(cluster.engines["payment"], demo_payment)
         timeout_log = _step_log(cluster.engines["order"], "4") if style is Style.ORCHESTRATED else []
+        backlog = _unsent(cluster.engines["order"])
     finally:
         cluster.stop_all()
     assert [c for c in checks if not c.ok] == []
@@ -108,6 +116,8 @@ def test_order_saga_each_outcome_ends_as_the_rules_say(
         assert ("compensation_sent", 2) in timeout_log
         assert timeout_log[-1] == ("saga_compensated", None)
     assert reservations == {"1": "reserved", "2": "released", "3": "refused", "4": "released"}
+    # Decided orders leave no deadline or timer behind as future backlog (#9: choreographed deadlines did).
+    assert backlog == []
     # The unanswered payment was taken, then refunded by the compensation the timeout started.
     assert payments["1"] == "charged"
     assert payments["2"] == "declined"

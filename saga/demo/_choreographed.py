@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import inbox
-from outbox import Envelope, JSONValue, publish
+from outbox import Envelope, JSONValue, outbox_tables, publish
 from saga import follow_up_headers, new_flow_headers
 
 from ._events import emit, money
@@ -87,6 +87,21 @@ def place_order_choreographed(session: Session, spec: OrderSpec, *, deadline: dt
          text=f"OrderPlaced published on {ORDER_EVENTS}", tone="dim")  # fmt: skip
 
 
+def _cancel_deadline(session: Session, order_id: str) -> None:
+    """Withdraw the order's unsent deadline, as the orchestrator cancels its timers.
+
+    Without this every decided order leaves a delayed row that turns into due
+    backlog, and a pointless OrderDeadlineReached, when its hour comes (#9). A
+    deadline already sent is harmless: the order is no longer pending.
+    """
+    outbox = outbox_tables(ORDER.outbox).outbox
+    session.execute(
+        sa.delete(outbox).where(
+            outbox.c.topic == ORDER_DEADLINES, outbox.c.key == order_id, outbox.c.published_at.is_(None)
+        )
+    )
+
+
 def _cancel(session: Session, cause: Envelope, reason: str) -> None:
     order_id = str(_fields(cause)["order_id"])
     done = (
@@ -100,6 +115,7 @@ def _cancel(session: Session, cause: Envelope, reason: str) -> None:
     )
     if not done:
         return  # decided already: a late or duplicate event changes nothing
+    _cancel_deadline(session, order_id)
     text = f"order cancelled: {reason}"
     emit(session, "order_cancelled", service="order", order_id=order_id, text=text, tone="undo")
     _emit_event(
@@ -123,6 +139,7 @@ def _order_registry() -> inbox.Registry:
             .rowcount
         )
         if done:  # else cancelled meanwhile (the deadline): payment refunds on OrderCancelled
+            _cancel_deadline(session, order_id)
             emit(session, "order_confirmed", service="order", order_id=order_id, text="confirmed", tone="ok")
             _emit_event(session, ORDER, message, ORDER_EVENTS, "OrderConfirmed", {"order_id": order_id})
 
