@@ -7,7 +7,9 @@
     # the embedded default: SQLite files and the SQL-table broker in ./order_saga_data
     python -m examples.order_saga run
 
-Exit 0 when the consistency check passes, 1 when it does not.
+Exit 0 when the consistency check passes, 1 when it does not or a process
+died (named on one stderr line with its log and the command that restarts
+it), 2 for bad options, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -22,11 +24,36 @@ from pathlib import Path
 import sqlalchemy as sa
 import structlog
 
-from examples.order_saga.cluster import Cluster, database_urls
+from examples.order_saga.cluster import Cluster, ProcessExitedError, database_urls
+from outbox import OutboxError, redact_url
 from saga.demo import OrderSpec, Scenario, Style, plan_orders, select_orders
+
+MAX_ORDERS = 1000
+MIN_STEP_TIMEOUT, MAX_STEP_TIMEOUT = 0.5, 600.0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the example; every failure is one line on stderr, never a traceback."""
+    try:
+        return _run(argv)
+    except ProcessExitedError as exc:
+        print(f"order_saga: {exc}", file=sys.stderr)
+    except (TimeoutError, OutboxError) as exc:
+        print(f"order_saga: {exc}", file=sys.stderr)
+    except sa.exc.SQLAlchemyError as exc:  # a database the run cannot reach or create
+        print(f"order_saga: database error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("order_saga: interrupted; the processes were stopped", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return redact_url(text[0]) if text else ""
+
+
+def _run(argv: list[str] | None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(
         prog="python -m examples.order_saga", description=__doc__.splitlines()[0]
@@ -37,10 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--broker", default=None, help="redis://... or a SQLAlchemy URL; default SQLite")
     parser.add_argument("--style", choices=[s.value for s in Style], default=Style.ORCHESTRATED.value)
-    parser.add_argument("--orders", type=int, default=5)
-    parser.add_argument("--step-timeout", type=float, default=2.0)
-    parser.add_argument("--workdir", type=Path, default=Path("order_saga_data"))
+    parser.add_argument("--orders", type=int, default=5, help="orders to place, 1-1000 (default 5)")
+    parser.add_argument(
+        "--step-timeout", type=float, default=2.0,
+        help="seconds a step waits for a reply, 0.5-600 (default 2; the choreographed deadline is twice it)",
+    )  # fmt: skip
+    parser.add_argument("--workdir", type=Path, default=Path("order_saga_data"),
+                        help="SQLite files and logs/ (default ./order_saga_data)")  # fmt: skip
     args = parser.parse_args(argv)
+    if not 1 <= args.orders <= MAX_ORDERS:
+        parser.error(f"--orders must be between 1 and {MAX_ORDERS}")
+    if not MIN_STEP_TIMEOUT <= args.step_timeout <= MAX_STEP_TIMEOUT:
+        parser.error(f"--step-timeout must be between {MIN_STEP_TIMEOUT:g} and {MAX_STEP_TIMEOUT:g} seconds")
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     urls = database_urls(args.db_base or f"sqlite:///{workdir}/{{service}}.db")
@@ -59,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in plan_orders(args.orders)
     ]
     cluster.prepare(len(specs))
-    cluster.start_all()
     try:
+        cluster.start_all()
+        for line in cluster.describe():
+            print(line)
         cluster.wait_ready()
         cluster.place(specs)
         finished = cluster.wait(len(specs), timeout=60 + 4 * args.step_timeout)

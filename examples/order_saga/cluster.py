@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -56,6 +57,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRIES = "examples.order_saga.services"
 
 
+class ProcessExitedError(RuntimeError):
+    """One of the services' processes ended while the run needed it."""
+
+    def __init__(self, name: str, returncode: int, log: Path, restart: str) -> None:
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+        super().__init__(f"{name} {how}; its log: {log}; restart it with: {restart}")
+        self.name = name
+        self.returncode = returncode
+
+
 def database_urls(db_base: str) -> dict[str, str]:
     """``db_base`` with ``{service}`` replaced by each service's name; PostgreSQL databases are created."""
     if "{service}" not in db_base:
@@ -96,6 +107,7 @@ class Cluster:
     prefix: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _log_offsets: dict[str, int] = field(default_factory=dict)
+    _restarts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +179,7 @@ class Cluster:
         self._log_offsets[name] = path.stat().st_size if path.exists() else 0
         log = path.open("ab")
         argv = [sys.executable, "-m", "relay.cli", "--log-format", "json", *self._argv(kind, service)]
+        self._restarts[name] = " ".join(["outboxkit", *_redacted(self._argv(kind, service))])
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=log, env=environ, cwd=REPO_ROOT)
         log.close()
         return self.procs[name]
@@ -183,13 +196,30 @@ class Cluster:
         while time.monotonic() < deadline:
             if all(self.ready(name) for name in self.procs):
                 return
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    msg = f"{name} exited with {proc.returncode}; see {self.workdir / name}.log"
-                    raise RuntimeError(msg)
+            self.check_alive()
             time.sleep(0.1)
         msg = f"the services did not start within {timeout:g}s; see the logs in {self.workdir}"
         raise TimeoutError(msg)
+
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessExitedError` for the first process that is no longer running.
+
+        A run waits on the databases; without this a dead consumer shows up
+        only as a money check failing minutes later (#9).
+        """
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise ProcessExitedError(name, proc.returncode, self.log_path(name), self._restarts[name])
+
+    def log_path(self, name: str) -> Path:
+        """Where the process ``name`` (``relay-payment``, ``consume-order``, ...) writes its JSON log."""
+        return self.workdir / f"{name}.log"
+
+    def describe(self) -> list[str]:
+        """One line per process: name, pid and log file."""
+        return [
+            f"{name:<17} pid {proc.pid:<7} log {self.log_path(name)}" for name, proc in self.procs.items()
+        ]
 
     def ready(self, name: str) -> bool:
         """Whether the process ``name`` logged that it is up since it was last started."""
@@ -225,10 +255,15 @@ class Cluster:
             time.sleep(pace)
 
     def wait(self, count: int, timeout: float = 60.0) -> bool:
-        """Until ``count`` orders are decided and every message is handled (three quiet checks in a row)."""
+        """Until ``count`` orders are decided and every message is handled (three quiet checks in a row).
+
+        Raises:
+            ProcessExitedError: a process died meanwhile (restart it with :meth:`start` first).
+        """
         deadline, quiet = time.monotonic() + timeout, 0
         while time.monotonic() < deadline:
             time.sleep(0.2)
+            self.check_alive()
             rows = select_orders(self.engines[ORDER.name])
             decided = len(rows) == count and all(r.status != "pending" for r in rows)
             quiet = quiet + 1 if decided and self._settled() else 0
@@ -272,6 +307,11 @@ class Cluster:
             expected_orders=count,
             sagas=self.style is Style.ORCHESTRATED,
         )
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """``argv`` with passwords in URLs masked and values quoted where the shell needs it."""
+    return [shlex.quote(outbox.redact_url(a) if "://" in a else a) for a in argv]
 
 
 def _topics(style: Style) -> dict[str, list[str]]:

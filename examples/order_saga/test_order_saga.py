@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import saga
-from examples.order_saga.cluster import Cluster, database_urls
+from examples.order_saga.cluster import Cluster, ProcessExitedError, database_urls
 from outbox.tables import outbox_tables
 from saga.demo import (
     CARD_DECLINED,
@@ -210,3 +210,43 @@ def _wait_for_payment_events(cluster: Cluster) -> None:
                 return
         time.sleep(0.02)
     pytest.fail("the payment service published nothing")
+
+
+def test_order_saga_dead_process_is_named_at_once(tmp_path: Path) -> None:
+    """A consumer that dies mid-run stops the wait at once with its name, log and restart command (#9)."""
+    urls = database_urls(f"sqlite:///{tmp_path}/{{service}}.db")
+    cluster = _cluster((urls, f"sqlite:///{tmp_path}/broker.db", "t:"), tmp_path, Style.ORCHESTRATED)
+    cluster.prepare(1)
+    cluster.start_all()
+    try:
+        cluster.wait_ready()
+        cluster.procs["consume-payment"].kill()
+        cluster.procs["consume-payment"].wait(timeout=10)
+        cluster.place([OUTCOMES[0]])
+        started = time.monotonic()
+        with pytest.raises(ProcessExitedError) as caught:
+            cluster.wait(1, timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        cluster.stop_all()
+    assert waited < 5
+    assert caught.value.name == "consume-payment"
+    message = str(caught.value)
+    assert "killed by signal 9" in message
+    assert str(tmp_path / "logs" / "consume-payment.log") in message
+    assert "outboxkit consume examples.order_saga.services:payment" in message
+
+
+def test_order_saga_run_bad_broker_is_one_line(tmp_path: Path) -> None:
+    """`run` with a broker URL it cannot use prints one line on stderr and no traceback (#9)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.order_saga", "run", "--workdir", str(tmp_path),
+         "--broker", "nosuchdriver://user:s3cret-pw@localhost/x"],
+        capture_output=True, text=True, timeout=120, env=cli_env(), cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("order_saga: ")
+    assert "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
