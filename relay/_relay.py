@@ -284,7 +284,10 @@ class Relay:
         self.last_progress = time.monotonic()
 
     def _retain(self, now: dt.datetime) -> None:
-        cutoff = now - self.config.replay_window
+        # Not `now - window`: while the broker is away nothing is confirmed, and
+        # rows it acknowledged just before it went must survive for the replay (#9).
+        with self.engine.connect() as conn:
+            cutoff = self.incarnation.horizon(conn, now=now)
         for _ in range(_RETENTION_ROUNDS):
             with self.engine.begin() as conn:
                 deleted = self.store.delete_expired(conn, older_than=cutoff)
@@ -361,6 +364,8 @@ class Relay:
         now = _now()
         keep = self.config.replay_window > dt.timedelta(0)
         done = self.store.complete(conn, published, keep=keep, now=now, incarnation=incarnation)
+        if keep and published:
+            self.incarnation.confirm(conn, result.incarnation, now=now)
         dead = self.store.record_failures(conn, failures, max_attempts=self.config.max_attempts, now=now)
         crash_point("relay.after_mark")
         conn.commit()

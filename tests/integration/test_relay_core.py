@@ -197,3 +197,29 @@ def test_relay_stops_promptly_when_idle(db_url: str) -> None:
     engine.dispose()
     assert owners == 0
     assert members == 0
+
+
+def test_relay_replay_window_counts_from_the_last_confirmed_batch(db_url: str) -> None:
+    """A broker away longer than the window comes back empty: rows it took just before going are re-published, not deleted (#9)."""
+    ids = write_events(db_url, 20)
+    broker = MemoryBroker()
+    window = dt.timedelta(seconds=30)
+    _drain(db_url, broker, replay_window=window)
+    engine = create_engine(db_url, poolclass=NullPool)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    with engine.begin() as conn:
+        # As if the broker took these rows ten minutes ago and has been unreachable ever since.
+        conn.execute(text("UPDATE outbox SET published_at = :t"), {"t": long_ago})
+        conn.execute(
+            text("UPDATE outboxkit_relay_state SET updated_at = :t WHERE name LIKE 'broker_incarnation:%'"),
+            {"t": long_ago + dt.timedelta(seconds=1)},
+        )
+    engine.dispose()
+    broker.lose_everything()
+    with capture_logs() as logs:
+        daemon = _drain(db_url, broker, replay_window=window)
+    assert daemon.stats.replayed == 20
+    assert [e["id"] for e in broker.entries("orders")] == ids
+    lost = [e for e in logs if e["event"] == "relay.broker_data_lost"]
+    assert len(lost) == 1
+    assert lost[0]["last_confirmed_s_ago"] > 590
