@@ -99,6 +99,8 @@ class ConsumerRunner:
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
         self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        # Lease and member keys start with the scope, so they carry the stream
+        # prefix (a Redis ACL user limited to `~<prefix>*` can consume; issue #9).
         self._scope = f"{config.layout.prefix}{config.group}"
         self._stop = asyncio.Event()
         self._workers: dict[str, _Worker] = {}

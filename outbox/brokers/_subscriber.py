@@ -108,7 +108,13 @@ class Subscriber(Protocol):
         ...
 
     async def acquire_lease(self, group: str, name: str, owner: str, *, ttl: dt.timedelta) -> bool:
-        """Take or renew the lease ``name`` of ``group`` for ``owner``; False if another owner holds it."""
+        """Take or renew the lease ``name`` of ``group`` for ``owner``; False if another owner holds it.
+
+        ``group`` is the consumer's *scope*, ``<stream prefix><group>`` (what
+        :class:`inbox.ConsumerRunner` passes, here and to :meth:`heartbeat`):
+        brokers start their lease and member keys with it, so those keys carry
+        the stream prefix like every other key of the toolkit.
+        """
         ...
 
     async def release_lease(self, group: str, name: str, owner: str) -> None:

@@ -29,6 +29,8 @@ from outbox._redact import redact_url
 from outbox.brokers._subscriber import Delivery, GroupStatus
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 
+from ._keys import lease_key, members_key
+
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "RedisStreamsSubscriber"]
 
 log = structlog.get_logger(__name__)
@@ -220,24 +222,20 @@ class RedisStreamsSubscriber:
         if entry_ids:
             await self._call("XACK", lambda: self._redis.xack(stream, group, *entry_ids))
 
-    @staticmethod
-    def _lease_key(group: str, name: str) -> str:
-        return f"outboxkit:lease:{group}:{name}"
-
     async def acquire_lease(self, group: str, name: str, owner: str, *, ttl: dt.timedelta) -> bool:
         """Take or renew the lease key (``SET PX`` if free or ours, atomically in Lua)."""
-        key = self._lease_key(group, name)
+        key = lease_key(group, name)
         result: Any = await self._call("lease", lambda: self._acquire(keys=[key], args=[owner, _ms(ttl)]))
         return bool(result)
 
     async def release_lease(self, group: str, name: str, owner: str) -> None:
         """Delete the lease key if ``owner`` holds it."""
-        key = self._lease_key(group, name)
+        key = lease_key(group, name)
         await self._call("lease release", lambda: self._release(keys=[key], args=[owner]))
 
     async def heartbeat(self, group: str, member: str, *, ttl: dt.timedelta) -> int:
         """Score ``member`` by its expiry in a sorted set; count the members not expired."""
-        key = f"outboxkit:members:{group}"
+        key = members_key(group)
         result: Any = await self._call(
             "heartbeat", lambda: self._heartbeat(keys=[key], args=[member, _ms(ttl)])
         )
