@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Delete, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -64,6 +64,31 @@ def _upsert(dialect: Dialect, table: Table, values: dict[str, Any]) -> postgresq
         return sqlite.insert(table).values(values)
     msg = f"the SQL-table broker supports PostgreSQL and SQLite, not {dialect.name}"
     raise ConfigError(msg)
+
+
+def _trim_acknowledged(stream: str) -> Delete:
+    """Delete the entries of ``stream`` that every group has read and acknowledged (issue #9).
+
+    A group's floor is the entry before its oldest pending one, or its last
+    delivered id when nothing is pending; the stream keeps everything above
+    the lowest floor. A group that has not read an entry keeps it, and a stream
+    without groups keeps everything (a group created later starts at 0), as
+    Redis keeps entries no ``MAXLEN`` trimmed. Races are safe: reads only add
+    pending entries above a group's last delivered id, so an entry at or below
+    a floor seen by this transaction is never needed again by that group.
+    """
+    g, p, e = stream_group, stream_pending, stream_entry
+    oldest_pending = (
+        select(func.min(p.c.entry_id))
+        .where(p.c.stream == g.c.stream, p.c.group_name == g.c.group_name)
+        .scalar_subquery()
+    )
+    floor = (
+        select(func.min(func.coalesce(oldest_pending - 1, g.c.last_delivered_id)))
+        .where(g.c.stream == stream)
+        .scalar_subquery()
+    )
+    return delete(e).where(e.c.stream == stream, e.c.id <= floor)
 
 
 class SqlTableSubscriber:
@@ -224,7 +249,7 @@ class SqlTableSubscriber:
         ]
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
-        """Delete the entries from the group's pending list."""
+        """Delete the entries from the group's pending list, then trim what every group acknowledged."""
         if not entry_ids:
             return
         p = stream_pending
@@ -237,6 +262,7 @@ class SqlTableSubscriber:
                         p.c.entry_id.in_([int(i) for i in entry_ids]),
                     )
                 )
+                await conn.execute(_trim_acknowledged(stream))
         except DBAPIError as exc:
             raise self._error("ack", exc) from exc
 
