@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from outbox._redact import redact_url
 from outbox.brokers._sql_urls import async_url
-from outbox.brokers._subscriber import Delivery, GroupStatus
+from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
 from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
 from outbox.errors import BrokerError, ConfigError, SchemaMissingError
@@ -43,6 +43,15 @@ _MAX_BLOCK = dt.timedelta(seconds=30)
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_FOREVER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def _age(now: dt.datetime, value: object) -> dt.timedelta | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return max(now - (value if value.tzinfo else value.replace(tzinfo=dt.UTC)), dt.timedelta(0))
 
 
 def _fields(text: str) -> dict[bytes | str, bytes | str]:
@@ -374,6 +383,48 @@ class SqlTableSubscriber:
         if not isinstance(value, dt.datetime):
             return None
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    async def redelivery_horizon(self, stream: str, group: str) -> RedeliveryHorizon:
+        """Entries of ``stream`` and the group's pending entries, aged from ``created_at``."""
+        e, p = stream_entry, stream_pending
+        pending_of = and_(p.c.stream == stream, p.c.group_name == group, p.c.entry_id == e.c.id)
+        try:
+            async with self._engine.connect() as conn:
+                entries, oldest = (
+                    await conn.execute(
+                        select(func.count(), func.min(e.c.created_at)).where(e.c.stream == stream)
+                    )
+                ).one()
+                pending, oldest_pending = (
+                    await conn.execute(
+                        select(func.count(), func.min(e.c.created_at)).select_from(p.join(e, pending_of))
+                    )
+                ).one()
+        except DBAPIError as exc:
+            raise self._error("status", exc) from exc
+        now = _now()
+        return RedeliveryHorizon(
+            stream=stream,
+            group=group,
+            entries=int(entries),
+            oldest_entry_age=_age(now, oldest),
+            pending=int(pending),
+            oldest_pending_age=_age(now, oldest_pending),
+        )
+
+    async def mark_once(self, scope: str, marker: str) -> bool:
+        """Insert a never-expiring ``mark:<marker>`` row in the lease table; True if it was new."""
+        lease = stream_lease
+        values = {"group_name": scope, "name": f"mark:{marker}", "owner": "", "expires_at": _FOREVER}
+        try:
+            async with self._engine.begin() as conn:
+                stmt = _upsert(conn.dialect, lease, values).on_conflict_do_nothing(
+                    index_elements=["group_name", "name"]
+                )
+                result = await conn.execute(stmt.returning(lease.c.name))
+                return result.first() is not None
+        except DBAPIError as exc:
+            raise self._error("mark", exc) from exc
 
     async def aclose(self) -> None:
         """Dispose of the engine."""

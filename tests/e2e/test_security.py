@@ -65,7 +65,7 @@ def _relay_and_consume(
     assert relayed.returncode == 0, relayed.stderr[-2000:]
     consumed = run_cli(
         "consume", "tests.e2e.inbox_app:registry", "--db", db_consumer, "--broker", broker_consumer,
-        "--group", "billing", "--stream-prefix", prefix, "--block", "0.2", "--retention", "0", "--once",
+        "--group", "billing", "--stream-prefix", prefix, "--block", "0.2", "--once",
     )  # fmt: skip
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 

@@ -12,6 +12,7 @@ key                                         written by
 ``<prefix>outboxkit:fence:<name>``          relay: newest lease epoch per partition
 ``<scope>:outboxkit:lease:<stream>``        consumers: who reads ``stream`` (``SET PX``)
 ``<scope>:outboxkit:members``               consumers: live members (sorted set by expiry)
+``<scope>:outboxkit:mark:<marker>``         consumers: a warning already given (``SET NX``)
 ==========================================  ==========================================
 
 A consumer's *scope* is ``<prefix><group>``: :class:`inbox.ConsumerRunner`
@@ -22,7 +23,7 @@ collide with a stream.
 
 from __future__ import annotations
 
-__all__ = ["fence_key", "incarnation_key", "lease_key", "members_key"]
+__all__ = ["fence_key", "incarnation_key", "lease_key", "mark_key", "members_key"]
 
 _NS = "outboxkit"
 
@@ -45,3 +46,8 @@ def lease_key(scope: str, stream: str) -> str:
 def members_key(scope: str) -> str:
     """The live members of ``scope`` (``<prefix><group>``)."""
     return f"{scope}:{_NS}:members"
+
+
+def mark_key(scope: str, marker: str) -> str:
+    """The record that ``marker`` happened for ``scope`` (``<prefix><group>``)."""
+    return f"{scope}:{_NS}:mark:{marker}"
