@@ -99,6 +99,8 @@ class ConsumerRunner:
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
         self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        # Lease and member keys start with the scope, so they carry the stream
+        # prefix (a Redis ACL user limited to `~<prefix>*` can consume; issue #9).
         self._scope = f"{config.layout.prefix}{config.group}"
         self._stop = asyncio.Event()
         self._workers: dict[str, _Worker] = {}
@@ -209,18 +211,35 @@ class ConsumerRunner:
                 " a late redelivery would be processed twice"
             )
             raise ConfigError(msg)
-        now = dt.datetime.now(dt.UTC)
         for stream in self.streams:
-            oldest = await self.subscriber.oldest_entry_time(stream)
-            if oldest is not None and now - oldest > retention:
-                self._log.warning(
-                    "inbox.retention_shorter_than_stream",
-                    stream=stream,
-                    oldest_entry_age_s=round((now - oldest).total_seconds()),
-                    retention_s=retention.total_seconds(),
-                    consequence="if the group is recreated from the start, entries older than the"
-                    " retention window are processed again",
-                )
+            await self._check_broker_horizon(stream, retention)
+
+    async def _check_broker_horizon(self, stream: str, retention: dt.timedelta) -> None:
+        """Warn once per group, stream and window when the broker can redeliver older entries (issue #9).
+
+        The broker is asked, not the settings: every entry still in the stream
+        is read again if the group is recreated, and a pending entry when it is
+        claimed. The mark in the broker keeps restarts from repeating the warning.
+        """
+        horizon = await self.subscriber.redelivery_horizon(stream, self.config.group)
+        if horizon.age <= retention:
+            return
+        marker = f"retention-warned:{retention.total_seconds():g}s:{stream}"
+        if not await self.subscriber.mark_once(self._scope, marker):
+            return
+        self._log.warning(
+            "inbox.retention_shorter_than_stream",
+            stream=stream,
+            entries=horizon.entries,
+            oldest_entry_age_s=_seconds(horizon.oldest_entry_age),
+            pending=horizon.pending,
+            oldest_pending_age_s=_seconds(horizon.oldest_pending_age),
+            removed_entries=horizon.removed,
+            retention_s=retention.total_seconds(),
+            consequence="a redelivery of an entry older than the retention window (group recreated"
+            " from the start, pending entry claimed) is processed again; trim the stream"
+            " (--stream-maxlen) below the window or lengthen --retention",
+        )
 
     async def _shutdown(self, side: Sequence[asyncio.Task[Any]]) -> None:
         self._stop.set()
@@ -449,6 +468,10 @@ class ConsumerRunner:
                 self._log.info(
                     "inbox.retention_purged", deleted=deleted, older_than_s=retention.total_seconds()
                 )
+
+
+def _seconds(value: dt.timedelta | None) -> int | None:
+    return None if value is None else round(value.total_seconds())
 
 
 async def _wait_event(event: threading.Event, seconds: float) -> None:

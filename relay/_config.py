@@ -53,7 +53,8 @@ class RelayConfig:
         retry_base / retry_max: backoff of a rejected message (exponential, jitter, capped).
         replay_window: keep published rows this long and re-publish them if the
             broker loses its data; zero deletes rows as soon as they are published.
-        max_len: approximate ``MAXLEN`` of Redis streams (``None``: unbounded).
+        max_len: most entries kept per stream (``MAXLEN ~`` on Redis, exact on the
+            SQL-table broker; ``None``: unbounded).
         listen: use LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
         relay_id: this relay's name in leases and logs (default ``host-pid-random``).
         once: drain what is due and exit.

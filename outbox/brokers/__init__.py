@@ -12,7 +12,7 @@ from ._connect import connect_publisher
 from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
-from ._subscriber import Delivery, GroupStatus, Subscriber
+from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -24,6 +24,7 @@ __all__ = [
     "OutgoingEntry",
     "PublishResult",
     "Publisher",
+    "RedeliveryHorizon",
     "StreamLayout",
     "Subscriber",
     "connect_publisher",

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Delivery", "GroupStatus", "Subscriber"]
+__all__ = ["Delivery", "GroupStatus", "RedeliveryHorizon", "Subscriber"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,42 @@ class GroupStatus:
         return None if self.behind is None else self.pending + self.behind
 
 
+@dataclass(frozen=True, slots=True)
+class RedeliveryHorizon:
+    """How far back the broker can still deliver a group an entry again, as the broker reports it.
+
+    Every entry still in the stream is read again when the group is recreated
+    (a Redis restarted without persistence); a pending entry is delivered again
+    when it is claimed. An inbox window shorter than :attr:`age` lets such an
+    entry be processed twice.
+
+    Attributes:
+        stream: the stream.
+        group: the consumer group.
+        entries: entries still in the stream.
+        oldest_entry_age: age of the oldest of them (``None``: the stream is empty).
+        pending: entries delivered to the group and not acknowledged.
+        oldest_pending_age: age of the oldest pending entry (``None``: nothing pending).
+        removed: entries ever deleted from the stream by trimming (``None``: unknown).
+
+    .. versionadded:: 0.1
+    """
+
+    stream: str
+    group: str
+    entries: int
+    oldest_entry_age: dt.timedelta | None
+    pending: int
+    oldest_pending_age: dt.timedelta | None
+    removed: int | None = None
+
+    @property
+    def age(self) -> dt.timedelta:
+        """The oldest entry the broker could still deliver again."""
+        ages = [a for a in (self.oldest_entry_age, self.oldest_pending_age) if a is not None]
+        return max(ages, default=dt.timedelta(0))
+
+
 @runtime_checkable
 class Subscriber(Protocol):
     """Consumer-group reads, acknowledgements, reclaiming and leases on one broker.
@@ -108,7 +144,13 @@ class Subscriber(Protocol):
         ...
 
     async def acquire_lease(self, group: str, name: str, owner: str, *, ttl: dt.timedelta) -> bool:
-        """Take or renew the lease ``name`` of ``group`` for ``owner``; False if another owner holds it."""
+        """Take or renew the lease ``name`` of ``group`` for ``owner``; False if another owner holds it.
+
+        ``group`` is the consumer's *scope*, ``<stream prefix><group>`` (what
+        :class:`inbox.ConsumerRunner` passes, here and to :meth:`heartbeat`):
+        brokers start their lease and member keys with it, so those keys carry
+        the stream prefix like every other key of the toolkit.
+        """
         ...
 
     async def release_lease(self, group: str, name: str, owner: str) -> None:
@@ -129,6 +171,14 @@ class Subscriber(Protocol):
 
     async def oldest_entry_time(self, stream: str) -> dt.datetime | None:
         """When the oldest entry still in ``stream`` was added, or None if it is empty."""
+        ...
+
+    async def redelivery_horizon(self, stream: str, group: str) -> RedeliveryHorizon:
+        """What ``stream`` still holds for ``group``: entries, pending entries, their ages."""
+        ...
+
+    async def mark_once(self, scope: str, marker: str) -> bool:
+        """Record ``marker`` for ``scope`` (``<prefix><group>``) in the broker; True only the first time."""
         ...
 
     async def aclose(self) -> None:

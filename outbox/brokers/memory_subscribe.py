@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from outbox.brokers._subscriber import Delivery, GroupStatus
+from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 
 __all__ = ["MemoryStreams", "MemorySubscriber"]
 
@@ -43,6 +43,7 @@ class MemoryStreams:
     groups: dict[tuple[str, str], _Group] = field(default_factory=dict)
     leases: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     added: dict[int, float] = field(default_factory=dict)
+    marks: set[tuple[str, str]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add(self, stream: str, fields: Mapping[bytes | str, bytes | str]) -> str:
@@ -172,6 +173,32 @@ class MemorySubscriber:
         """When the first entry still in ``stream`` was added."""
         ids = sorted(self.streams.entries.get(stream, {}))
         return dt.datetime.fromtimestamp(self.streams.added[ids[0]], tz=dt.UTC) if ids else None
+
+    async def redelivery_horizon(self, stream: str, group: str) -> RedeliveryHorizon:
+        """Entries and pending entries of ``stream`` and their ages (from when they were added)."""
+        now = time.time()
+        entries = self.streams.entries.get(stream, {})
+        state = self.streams.groups.get((stream, group), _Group())
+        pending = [i for i in state.pending if i in entries]
+
+        def age(ids: Sequence[int]) -> dt.timedelta | None:
+            return dt.timedelta(seconds=now - self.streams.added[min(ids)]) if ids else None
+
+        return RedeliveryHorizon(
+            stream=stream,
+            group=group,
+            entries=len(entries),
+            oldest_entry_age=age(list(entries)),
+            pending=len(pending),
+            oldest_pending_age=age(pending),
+        )
+
+    async def mark_once(self, scope: str, marker: str) -> bool:
+        """True the first time ``marker`` is recorded for ``scope``."""
+        if (scope, marker) in self.streams.marks:
+            return False
+        self.streams.marks.add((scope, marker))
+        return True
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -40,6 +40,7 @@ from outbox._redact import redact_url
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from .redis_streams._keys import fence_key, incarnation_key
 
 __all__ = ["RedisStreamsPublisher"]
 
@@ -172,8 +173,8 @@ class RedisStreamsPublisher:
         incarnation: str | None = None,
     ) -> PublishResult:
         """Append the batch in one ``EVALSHA`` (see the module docstring)."""
-        keys = [f"{self._prefix}outboxkit:incarnation"]
-        keys += [f"{self._prefix}outboxkit:fence:{f.name}" for f in fences]
+        keys = [incarnation_key(self._prefix)]
+        keys += [fence_key(self._prefix, f.name) for f in fences]
         keys += [e.stream for e in entries]
         expected = incarnation or ""
         # A fresh candidate each call: a key recreated after data loss never

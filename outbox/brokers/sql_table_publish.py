@@ -6,6 +6,11 @@ batches for one partition serialize and a stale one is refused), then one
 multi-row ``INSERT`` into ``outboxkit_stream_entry``. The database keeps what
 it committed, so there is no incarnation to watch.
 
+The table does not grow forever: the subscribe half deletes the entries every
+group has acknowledged, and with ``max_len`` (``--stream-maxlen``, as
+``MAXLEN`` on Redis) each batch also trims its streams to their newest
+``max_len`` entries, read or not (the same data-loss trade-off).
+
 .. versionadded:: 0.1
 """
 
@@ -15,7 +20,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, create_engine, func, insert, select, update
+from sqlalchemy import Connection, Delete, Engine, create_engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql.expression import Insert
@@ -32,7 +37,11 @@ __all__ = ["SqlTablePublisher"]
 class SqlTablePublisher:
     """Publish batches into the SQL-table broker's tables at a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, max_len: int | None = None) -> None:
+        if max_len is not None and max_len <= 0:
+            msg = f"stream max length must be positive, got {max_len}"
+            raise ConfigError(msg)
+        self._max_len = max_len
         self._description = redact_url(url)
         try:
             self._engine = engine or create_engine(url, pool_pre_ping=True)
@@ -76,17 +85,7 @@ class SqlTablePublisher:
                             msg = f"fence {fence.name} is past epoch {fence.epoch}: another relay took over"
                             raise FencedError(msg)
                 if rows:
-                    if conn.dialect.name == "postgresql":
-                        # Entry ids must become visible in id order within a
-                        # stream: consumers read `id > last_delivered_id`, so a
-                        # smaller id committing after a larger one would be
-                        # skipped. A transaction lock per stream (ids are taken
-                        # after it) makes commit order follow id order. SQLite
-                        # has one writer at a time and needs nothing.
-                        for stream in sorted({e.stream for e in entries}):
-                            key = func.hashtextextended(f"outboxkit:{stream}", 0)
-                            conn.execute(select(func.pg_advisory_xact_lock(key)))
-                    conn.execute(insert(stream_entry), rows)
+                    self._append(conn, rows)
         except DBAPIError as exc:
             text = str(exc.orig).lower()
             if "no such table" in text or "does not exist" in text:
@@ -96,10 +95,41 @@ class SqlTablePublisher:
             raise BrokerError(msg) from None
         return PublishResult(outcomes=[EntryOutcome(Outcome.PUBLISHED) for _ in entries])
 
+    def _append(self, conn: Connection, rows: list[dict[str, object]]) -> None:
+        streams = sorted({str(r["stream"]) for r in rows})
+        if conn.dialect.name == "postgresql":
+            # Entry ids must become visible in id order within a
+            # stream: consumers read `id > last_delivered_id`, so a
+            # smaller id committing after a larger one would be
+            # skipped. A transaction lock per stream (ids are taken
+            # after it) makes commit order follow id order. SQLite
+            # has one writer at a time and needs nothing.
+            for stream in streams:
+                key = func.hashtextextended(f"outboxkit:{stream}", 0)
+                conn.execute(select(func.pg_advisory_xact_lock(key)))
+        conn.execute(insert(stream_entry), rows)
+        if self._max_len is not None:  # under the stream's lock: trims do not race
+            for stream in streams:
+                conn.execute(_trim_to(stream, self._max_len))
+
     def close(self) -> None:
         """Dispose of the engine if this publisher created it."""
         if self._owns_engine:
             self._engine.dispose()
+
+
+def _trim_to(stream: str, max_len: int) -> Delete:
+    """Delete the entries of ``stream`` older than its newest ``max_len`` (exact, not ``~``)."""
+    e = stream_entry
+    cut = (
+        select(e.c.id)
+        .where(e.c.stream == stream)
+        .order_by(e.c.id.desc())
+        .limit(1)
+        .offset(max_len)
+        .scalar_subquery()
+    )
+    return delete(e).where(e.c.stream == stream, e.c.id <= cut)
 
 
 def _insert_ignore(dialect: str) -> Insert:

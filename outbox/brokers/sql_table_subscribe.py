@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Delete, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from outbox._redact import redact_url
 from outbox.brokers._sql_urls import async_url
-from outbox.brokers._subscriber import Delivery, GroupStatus
+from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
 from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
 from outbox.errors import BrokerError, ConfigError, SchemaMissingError
@@ -43,6 +43,15 @@ _MAX_BLOCK = dt.timedelta(seconds=30)
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_FOREVER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def _age(now: dt.datetime, value: object) -> dt.timedelta | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return max(now - (value if value.tzinfo else value.replace(tzinfo=dt.UTC)), dt.timedelta(0))
 
 
 def _fields(text: str) -> dict[bytes | str, bytes | str]:
@@ -64,6 +73,31 @@ def _upsert(dialect: Dialect, table: Table, values: dict[str, Any]) -> postgresq
         return sqlite.insert(table).values(values)
     msg = f"the SQL-table broker supports PostgreSQL and SQLite, not {dialect.name}"
     raise ConfigError(msg)
+
+
+def _trim_acknowledged(stream: str) -> Delete:
+    """Delete the entries of ``stream`` that every group has read and acknowledged (issue #9).
+
+    A group's floor is the entry before its oldest pending one, or its last
+    delivered id when nothing is pending; the stream keeps everything above
+    the lowest floor. A group that has not read an entry keeps it, and a stream
+    without groups keeps everything (a group created later starts at 0), as
+    Redis keeps entries no ``MAXLEN`` trimmed. Races are safe: reads only add
+    pending entries above a group's last delivered id, so an entry at or below
+    a floor seen by this transaction is never needed again by that group.
+    """
+    g, p, e = stream_group, stream_pending, stream_entry
+    oldest_pending = (
+        select(func.min(p.c.entry_id))
+        .where(p.c.stream == g.c.stream, p.c.group_name == g.c.group_name)
+        .scalar_subquery()
+    )
+    floor = (
+        select(func.min(func.coalesce(oldest_pending - 1, g.c.last_delivered_id)))
+        .where(g.c.stream == stream)
+        .scalar_subquery()
+    )
+    return delete(e).where(e.c.stream == stream, e.c.id <= floor)
 
 
 class SqlTableSubscriber:
@@ -224,7 +258,7 @@ class SqlTableSubscriber:
         ]
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
-        """Delete the entries from the group's pending list."""
+        """Delete the entries from the group's pending list, then trim what every group acknowledged."""
         if not entry_ids:
             return
         p = stream_pending
@@ -237,6 +271,7 @@ class SqlTableSubscriber:
                         p.c.entry_id.in_([int(i) for i in entry_ids]),
                     )
                 )
+                await conn.execute(_trim_acknowledged(stream))
         except DBAPIError as exc:
             raise self._error("ack", exc) from exc
 
@@ -348,6 +383,48 @@ class SqlTableSubscriber:
         if not isinstance(value, dt.datetime):
             return None
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    async def redelivery_horizon(self, stream: str, group: str) -> RedeliveryHorizon:
+        """Entries of ``stream`` and the group's pending entries, aged from ``created_at``."""
+        e, p = stream_entry, stream_pending
+        pending_of = and_(p.c.stream == stream, p.c.group_name == group, p.c.entry_id == e.c.id)
+        try:
+            async with self._engine.connect() as conn:
+                entries, oldest = (
+                    await conn.execute(
+                        select(func.count(), func.min(e.c.created_at)).where(e.c.stream == stream)
+                    )
+                ).one()
+                pending, oldest_pending = (
+                    await conn.execute(
+                        select(func.count(), func.min(e.c.created_at)).select_from(p.join(e, pending_of))
+                    )
+                ).one()
+        except DBAPIError as exc:
+            raise self._error("status", exc) from exc
+        now = _now()
+        return RedeliveryHorizon(
+            stream=stream,
+            group=group,
+            entries=int(entries),
+            oldest_entry_age=_age(now, oldest),
+            pending=int(pending),
+            oldest_pending_age=_age(now, oldest_pending),
+        )
+
+    async def mark_once(self, scope: str, marker: str) -> bool:
+        """Insert a never-expiring ``mark:<marker>`` row in the lease table; True if it was new."""
+        lease = stream_lease
+        values = {"group_name": scope, "name": f"mark:{marker}", "owner": "", "expires_at": _FOREVER}
+        try:
+            async with self._engine.begin() as conn:
+                stmt = _upsert(conn.dialect, lease, values).on_conflict_do_nothing(
+                    index_elements=["group_name", "name"]
+                )
+                result = await conn.execute(stmt.returning(lease.c.name))
+                return result.first() is not None
+        except DBAPIError as exc:
+            raise self._error("mark", exc) from exc
 
     async def aclose(self) -> None:
         """Dispose of the engine."""

@@ -81,7 +81,8 @@ def relay(
     ] = "",
     default_partitions: Annotated[int, _opt("--default-partitions", "Streams of any other topic.")] = 1,
     stream_maxlen: Annotated[
-        int | None, _opt("--stream-maxlen", "Approximate MAXLEN of Redis streams (trims unread entries!).")
+        int | None,
+        _opt("--stream-maxlen", "Max length of every stream, Redis or SQL table (trims unread entries!)."),
     ] = None,
     no_listen: Annotated[bool, _opt("--no-listen", "Poll only, no LISTEN/NOTIFY.")] = False,
     metrics_port: Annotated[

@@ -139,3 +139,30 @@ def _text(fields: object, name: str) -> str:
     assert isinstance(fields, dict)
     value = fields.get(name, fields.get(name.encode()))
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def test_subscriber_redelivery_horizon_reports_entries_and_pending(broker: Broker) -> None:
+    """The broker reports how many entries it holds, how many are pending and their ages (issue #9)."""
+    sub, stream = broker.subscriber, broker.stream
+    empty = await sub.redelivery_horizon(stream, "g")
+    assert (empty.entries, empty.pending, empty.oldest_entry_age, empty.age) == (0, 0, None, dt.timedelta(0))
+    for n in range(3):
+        broker.add(stream, entry(payload={"n": n}))
+    await sub.ensure_group(stream, "g")
+    got = await sub.read(stream, "g", "c1", count=2, block=NO_WAIT)
+    await sub.ack(stream, "g", [got[1].entry_id])
+    horizon = await sub.redelivery_horizon(stream, "g")
+    assert horizon.pending == 1
+    assert horizon.entries >= 2  # the SQL table may have trimmed nothing yet: entry 1 is pending
+    assert horizon.oldest_entry_age is not None
+    assert horizon.oldest_pending_age is not None
+    assert dt.timedelta(0) <= horizon.oldest_pending_age <= horizon.age < dt.timedelta(minutes=1)
+
+
+async def test_subscriber_mark_once_is_true_only_the_first_time(broker: Broker) -> None:
+    """A mark is recorded once per scope: the second call says it was already there (issue #9)."""
+    sub, scope = broker.subscriber, broker.stream.split(":")[0] + ":billing"
+    assert await sub.mark_once(scope, "retention-warned:3600s") is True
+    assert await sub.mark_once(scope, "retention-warned:3600s") is False
+    assert await sub.mark_once(scope, "retention-warned:7200s") is True
+    assert await sub.mark_once(scope + "-other", "retention-warned:3600s") is True

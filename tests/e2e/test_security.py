@@ -65,7 +65,7 @@ def _relay_and_consume(
     assert relayed.returncode == 0, relayed.stderr[-2000:]
     consumed = run_cli(
         "consume", "tests.e2e.inbox_app:registry", "--db", db_consumer, "--broker", broker_consumer,
-        "--group", "billing", "--stream-prefix", prefix, "--block", "0.2", "--retention", "0", "--once",
+        "--group", "billing", "--stream-prefix", prefix, "--block", "0.2", "--once",
     )  # fmt: skip
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 
@@ -85,10 +85,12 @@ def _redis_user_url(server: RedisServer, user: str, password: str, scheme: str =
     return f"{scheme}://{user}:{password}@{LOCALHOST}:{server.port}/0"
 
 
-def test_security_least_privilege_roles_run_relay_and_consumer(
-    pg_url: str, acl_redis: RedisServer, stream_prefix: str
-) -> None:
-    """The documented PostgreSQL grants and Redis ACL users are enough for writers, relay and consumer — and no more is used."""
+# The prefix the documented ACL allows (`~orders:*`); each test has its own Redis server.
+DOC_PREFIX = "orders:"
+
+
+def test_security_least_privilege_roles_run_relay_and_consumer(pg_url: str, acl_redis: RedisServer) -> None:
+    """The documented PostgreSQL grants and the Redis ACL users limited to `~orders:*` are enough for writers, relay and consumer, and every key written carries the prefix (issue #9)."""
     engine = sa.create_engine(pg_url)
     domain.create_all(engine)
     apply_grants(pg_url, "grants:app", "grants:relay", "grants:consumer")
@@ -103,9 +105,25 @@ def test_security_least_privilege_roles_run_relay_and_consumer(
         _as(pg_url, "outboxkit_consumer"),
         _redis_user_url(acl_redis, "relay", "relay-secret"),
         _redis_user_url(acl_redis, "consumer", "consumer-secret"),
-        stream_prefix,
+        DOC_PREFIX,
     )
     assert count_effects(pg_url) == 5
+    admin = redis.Redis.from_url(acl_redis.url, retry=NO_RETRY, decode_responses=True)
+    keys = sorted(admin.scan_iter(match="*"))
+    assert f"{DOC_PREFIX}orders.created" in keys
+    assert any(":outboxkit:members" in k for k in keys), keys  # the consumer's keys exist ...
+    assert all(k.startswith(DOC_PREFIX) for k in keys), keys  # ... and carry the prefix
+    admin.close()
+
+
+def test_security_redis_acl_confines_users_to_the_prefix(acl_redis: RedisServer) -> None:
+    """The documented Redis users cannot write a key outside `~orders:*`: the ACL is a boundary (issue #9)."""
+    for user, password in (("relay", "relay-secret"), ("consumer", "consumer-secret")):
+        client = redis.Redis.from_url(_redis_user_url(acl_redis, user, password), retry=NO_RETRY)
+        client.set(f"{DOC_PREFIX}probe", "1")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set("elsewhere:probe", "1")
+        client.close()
 
 
 def test_security_least_privilege_is_really_enforced(pg_url: str) -> None:

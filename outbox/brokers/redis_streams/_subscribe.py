@@ -26,8 +26,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outbox._redact import redact_url
-from outbox.brokers._subscriber import Delivery, GroupStatus
+from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError
+
+from ._keys import lease_key, mark_key, members_key
 
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "RedisStreamsSubscriber"]
 
@@ -67,6 +69,11 @@ def _ms(value: dt.timedelta) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _age(now_ms: int, entry_id: bytes | str) -> dt.timedelta:
+    millis = int(_text(entry_id).split("-")[0])
+    return dt.timedelta(milliseconds=max(now_ms - millis, 0))
 
 
 class RedisStreamsSubscriber:
@@ -220,24 +227,20 @@ class RedisStreamsSubscriber:
         if entry_ids:
             await self._call("XACK", lambda: self._redis.xack(stream, group, *entry_ids))
 
-    @staticmethod
-    def _lease_key(group: str, name: str) -> str:
-        return f"outboxkit:lease:{group}:{name}"
-
     async def acquire_lease(self, group: str, name: str, owner: str, *, ttl: dt.timedelta) -> bool:
         """Take or renew the lease key (``SET PX`` if free or ours, atomically in Lua)."""
-        key = self._lease_key(group, name)
+        key = lease_key(group, name)
         result: Any = await self._call("lease", lambda: self._acquire(keys=[key], args=[owner, _ms(ttl)]))
         return bool(result)
 
     async def release_lease(self, group: str, name: str, owner: str) -> None:
         """Delete the lease key if ``owner`` holds it."""
-        key = self._lease_key(group, name)
+        key = lease_key(group, name)
         await self._call("lease release", lambda: self._release(keys=[key], args=[owner]))
 
     async def heartbeat(self, group: str, member: str, *, ttl: dt.timedelta) -> int:
         """Score ``member`` by its expiry in a sorted set; count the members not expired."""
-        key = f"outboxkit:members:{group}"
+        key = members_key(group)
         result: Any = await self._call(
             "heartbeat", lambda: self._heartbeat(keys=[key], args=[member, _ms(ttl)])
         )
@@ -290,6 +293,37 @@ class RedisStreamsSubscriber:
             return None
         millis = int(_text(first[0][0]).split("-")[0])
         return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC)
+
+    async def redelivery_horizon(self, stream: str, group: str) -> RedeliveryHorizon:
+        """From ``XINFO STREAM`` and the ``XPENDING`` summary; ages from the entry ids, in Redis's clock."""
+        try:
+            info: Any = await self._call("XINFO STREAM", lambda: self._redis.xinfo_stream(stream))
+        except ResponseError:  # no such key: nothing to deliver again
+            return RedeliveryHorizon(stream, group, 0, None, 0, None)
+        try:
+            summary: Any = await self._call("XPENDING", lambda: self._redis.xpending(stream, group))
+        except ResponseError:  # NOGROUP: nothing pending
+            summary = {"pending": 0, "min": None}
+        now: Any = await self._call("TIME", self._redis.time)
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        first = info.get("first-entry")
+        added = info.get("entries-added")  # Redis >= 7
+        length = int(info["length"])
+        return RedeliveryHorizon(
+            stream=stream,
+            group=group,
+            entries=length,
+            oldest_entry_age=_age(now_ms, first[0]) if first else None,
+            pending=int(summary["pending"]),
+            oldest_pending_age=_age(now_ms, summary["min"]) if summary["min"] else None,
+            removed=None if added is None else int(added) - length,
+        )
+
+    async def mark_once(self, scope: str, marker: str) -> bool:
+        """``SET <scope>:outboxkit:mark:<marker> 1 NX``: atomic, so one of racing processes wins."""
+        key = mark_key(scope, marker)
+        result: Any = await self._call("SET", lambda: self._redis.set(key, b"1", nx=True))
+        return bool(result)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
