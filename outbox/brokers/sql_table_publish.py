@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql.expression import Insert
 
 from outbox._redact import redact_url
+from outbox._schema import use_schema
 from outbox.errors import BrokerError, ConfigError, FencedError, SchemaMissingError
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
@@ -32,10 +33,11 @@ __all__ = ["SqlTablePublisher"]
 class SqlTablePublisher:
     """Publish batches into the SQL-table broker's tables at a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, schema: str | None = None) -> None:
+        """``schema``: the database schema of the broker's tables (PostgreSQL only)."""
         self._description = redact_url(url)
         try:
-            self._engine = engine or create_engine(url, pool_pre_ping=True)
+            self._engine = use_schema(engine or create_engine(url, pool_pre_ping=True), schema)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
             msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
             raise ConfigError(msg) from None

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.orm import Session
 
+import outbox
 from tests._cli import run_cli
 from tests._db import unique_database_name
+from tests._inbox import count_effects, domain, effect
+from tests._saga import INVENTORY, PAYMENT, answer, instance, last, orchestrator, orders, start
+from tests._saga import domain as saga_domain
 from tests._servers import PostgresAdmin
 
 pytestmark = pytest.mark.e2e
@@ -81,3 +88,60 @@ def test_migrate_schema_creates_every_toolkit_table_there_and_none_in_public(app
         ).scalar_one()
     engine.dispose()
     assert f"FROM {SCHEMA}.outboxkit_relay_member" in body
+
+
+def _run(*args: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 0, (args, done.stderr)
+
+
+def test_schema_every_command_keeps_toolkit_tables_out_of_public(
+    app_url: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Publish, relay to the SQL broker and Redis, consume, a saga step, status and the readers all use the schema (#9)."""
+    _run("migrate", "--db", app_url, "--schema", SCHEMA)
+    plain = sa.create_engine(app_url)
+    domain.create_all(plain)  # the application's own tables, in public
+    saga_domain.create_all(plain)
+    plain.dispose()
+    engine = outbox.use_schema(sa.create_engine(app_url), SCHEMA)
+    with Session(engine) as session, session.begin():
+        outbox.publish(
+            session, "orders.created", {"n": 1}, key="o-1", config=outbox.OutboxConfig(schema=SCHEMA)
+        )
+    orch = orchestrator()
+    saga_id = start(engine, orch)
+    answer(engine, last(engine, INVENTORY))
+    common = ("--db", app_url, "--schema", SCHEMA)
+    _run("relay", *common, "--broker", app_url, "--once")
+    _run("consume", "tests.e2e.schema_app:registry", *common, "--broker", app_url, "--group", "g", "--once")
+    assert count_effects(app_url) == 1
+    assert instance(engine, saga_id).step == 2  # the reply was handled: charge_payment is next
+    _run("relay", *common, "--broker", redis_url, "--stream-prefix", stream_prefix, "--once")
+    assert redis_client.xlen(f"{stream_prefix}{PAYMENT}") == 1
+    status = run_cli("status", *common, "--broker", app_url, "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert [s["type"] for s in report["sagas"]] == ["order"]
+    assert {g["group"] for g in report["consumer_groups"]} == {"g"}
+    _run("saga", "show", str(saga_id), *common)
+    _run("dead-letters", "list", *common)
+    _run("consumer-dead-letters", "list", *common)
+    engine.dispose()
+    assert _tables(app_url, "public") == {effect.name, orders.name}
+    assert _tables(app_url, SCHEMA) == TOOLKIT_TABLES
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["migrate"], ["relay", "--broker", "redis://127.0.0.1:1/0", "--once"], ["status"]],
+    ids=["migrate", "relay", "status"],
+)
+def test_schema_on_sqlite_is_refused_with_one_line(sqlite_empty_url: str, command: list[str]) -> None:
+    """SQLite has no schemas: `--schema` there is one stderr line and exit 2, and no file is migrated (#9)."""
+    done = run_cli(*command, "--db", sqlite_empty_url, "--schema", SCHEMA)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "SQLite" in lines[0]
+    assert "has no schemas" in lines[0]
