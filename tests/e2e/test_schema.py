@@ -145,3 +145,14 @@ def test_schema_on_sqlite_is_refused_with_one_line(sqlite_empty_url: str, comman
     assert len(lines) == 1
     assert "SQLite" in lines[0]
     assert "has no schemas" in lines[0]
+
+
+def test_schema_publish_commits_for_a_writer_whose_search_path_lacks_it(app_url: str) -> None:
+    """A writer on search_path=public commits into the schema's outbox: the NOTIFY trigger finds its tables (#9)."""
+    _run("migrate", "--db", app_url, "--schema", SCHEMA)
+    engine = sa.create_engine(app_url)  # the application's engine, no use_schema
+    with Session(engine) as session, session.begin():
+        outbox.publish(session, "orders.created", {"n": 1}, config=outbox.OutboxConfig(schema=SCHEMA))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.outbox")).scalar_one() == 1
+    engine.dispose()
