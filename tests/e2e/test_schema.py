@@ -156,3 +156,14 @@ def test_schema_publish_commits_for_a_writer_whose_search_path_lacks_it(app_url:
     with engine.connect() as conn:
         assert conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.outbox")).scalar_one() == 1
     engine.dispose()
+
+
+def test_use_schema_on_sqlite_raises_config_error(sqlite_empty_url: str) -> None:
+    """In the library a schema on SQLite is a ConfigError, from use_schema and from upgrade alike (#9)."""
+    engine = sa.create_engine(sqlite_empty_url)
+    with pytest.raises(outbox.ConfigError, match="SQLite"):
+        outbox.use_schema(engine, SCHEMA)
+    engine.dispose()
+    with pytest.raises(outbox.ConfigError, match="has no schemas"):
+        outbox.upgrade(sqlite_empty_url, config=outbox.OutboxConfig(schema=SCHEMA))
+    assert outbox.use_schema(engine, None) is engine
