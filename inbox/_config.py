@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from outbox import ConfigError
 from outbox.brokers import StreamLayout
+from outbox.config import validate_identifier
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -87,6 +88,8 @@ class ConsumerConfig:
         retention_interval: how often the runner deletes old inbox records.
         retention_batch: rows deleted per transaction.
         shutdown_timeout: how long in-flight messages may finish after a stop request.
+        schema: database schema (PostgreSQL) of the toolkit's tables, put first on the
+            connections' search_path (see :func:`outbox.use_schema`); ``None`` = default.
 
     .. versionadded:: 0.1
     """
@@ -107,8 +110,11 @@ class ConsumerConfig:
     retention_interval: dt.timedelta = DEFAULT_RETENTION_INTERVAL
     retention_batch: int = DEFAULT_RETENTION_BATCH
     shutdown_timeout: dt.timedelta = DEFAULT_SHUTDOWN_TIMEOUT
+    schema: str | None = None
 
     def __post_init__(self) -> None:
+        if self.schema is not None:
+            validate_identifier(self.schema, what="schema name")
         for name in ("group", "consumer_name"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _NAME.fullmatch(value):

@@ -32,7 +32,15 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from outbox import BrokerAuthError, BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox import (
+    BrokerAuthError,
+    BrokerError,
+    ConfigError,
+    SchemaMissingError,
+    StorageError,
+    redact_url,
+    use_schema,
+)
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
@@ -91,10 +99,10 @@ class ConsumerRunner:
         self.config = config
         self.registry = registry
         self.subscriber = subscriber
-        self._engine = self._sync_engine(db)
+        self._engine = use_schema(self._sync_engine(db), config.schema)
         self._async_engine: AsyncEngine | None = None
         if any(spec.is_async for spec in registry.specs):
-            self._async_engine = create_async_engine(async_url(self._engine.url))
+            self._async_engine = use_schema(create_async_engine(async_url(self._engine.url)), config.schema)
             if self._async_engine.dialect.name == "sqlite":
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
@@ -167,7 +175,7 @@ class ConsumerRunner:
         for attempt in range(_START_ATTEMPTS):
             try:
                 with self._engine.connect() as conn:
-                    present = inspect(conn).has_table(inbox_table.name)
+                    present = inspect(conn).has_table(inbox_table.name, schema=self.config.schema)
                 break
             except DBAPIError as exc:
                 if attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError):

@@ -21,18 +21,19 @@ async def consumer_group_status_async(
 
 
 def consumer_group_status(
-    broker_url: str, *, prefix: str = "", group: str | None = None
+    broker_url: str, *, prefix: str = "", group: str | None = None, schema: str | None = None
 ) -> list[GroupStatus]:
     """Sync form of :func:`consumer_group_status_async` that connects to ``broker_url``.
 
     Each row has ``stream``, ``group``, ``pending``, ``behind`` (entries not
-    delivered yet) and ``lag`` (``pending + behind``).
+    delivered yet) and ``lag`` (``pending + behind``). ``schema``: that of the
+    SQL-table broker's tables (PostgreSQL).
 
     .. versionadded:: 0.1
     """
 
     async def run() -> list[GroupStatus]:
-        subscriber = connect_subscriber(broker_url)
+        subscriber = connect_subscriber(broker_url, schema=schema)
         try:
             return await consumer_group_status_async(subscriber, prefix=prefix, group=group)
         finally:

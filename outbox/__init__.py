@@ -18,6 +18,7 @@ from ._migrate import (
 )
 from ._publish import TOPIC_PATTERN, Message, publish, publish_many
 from ._redact import redact_url
+from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._wire import decode_entry, encode_entry
 
@@ -86,6 +87,7 @@ __all__ = [
     "redact_url",
     "upgrade",
     "upgrade_sql",
+    "use_schema",
 ]
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from ._redact import redact_url
+from ._schema import check_schema_dialect
 from .config import DEFAULT_TABLE, OutboxConfig
 from .errors import ConfigError, StorageError
 
@@ -80,12 +81,14 @@ def _alembic_config(url: str, config: OutboxConfig | None) -> Config:
     return cfg
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, config: OutboxConfig | None = None) -> None:
     try:
-        create_engine(url, poolclass=NullPool).dispose()
+        engine = create_engine(url, poolclass=NullPool)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None
+    engine.dispose()
+    check_schema_dialect(engine.dialect.name, (config or OutboxConfig()).schema)
 
 
 def upgrade(url: str, *, revision: str = "heads", config: OutboxConfig | None = None) -> None:
@@ -93,7 +96,7 @@ def upgrade(url: str, *, revision: str = "heads", config: OutboxConfig | None = 
 
     .. versionadded:: 0.1
     """
-    _check_url(url)
+    _check_url(url, config)
     _run(lambda: command.upgrade(_alembic_config(url, config), revision), url)
 
 
@@ -102,7 +105,7 @@ def downgrade(url: str, *, revision: str = "base", config: OutboxConfig | None =
 
     .. versionadded:: 0.1
     """
-    _check_url(url)
+    _check_url(url, config)
     _run(lambda: command.downgrade(_alembic_config(url, config), revision), url)
 
 
@@ -111,7 +114,7 @@ def upgrade_sql(url: str, *, revision: str = "heads", config: OutboxConfig | Non
 
     .. versionadded:: 0.1
     """
-    _check_url(url)
+    _check_url(url, config)
     out = io.StringIO()
     with redirect_stdout(out):
         cfg = _alembic_config(url, config)

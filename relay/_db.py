@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from outbox import ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox import ConfigError, SchemaMissingError, StorageError, redact_url, use_schema
 from outbox.tables import OutboxTables
 
 from .tables import relay_lease, relay_member, relay_state
@@ -18,18 +18,23 @@ from .tables import relay_lease, relay_member, relay_state
 __all__ = ["check_schema", "make_engine", "storage_error"]
 
 
-def make_engine(url: str) -> Engine:
-    """A sync engine for ``url`` that survives server restarts (invalidated on disconnect, recycled)."""
+def make_engine(url: str, *, schema: str | None = None) -> Engine:
+    """A sync engine for ``url`` that survives server restarts (invalidated on disconnect, recycled).
+
+    ``schema``: the toolkit's tables live there (see :func:`outbox.use_schema`).
+    """
     try:
         if url.startswith("sqlite"):
             # A relay and the application write the same file: wait for locks, don't fail.
-            return create_engine(url, connect_args={"timeout": 30})
-        # No pre-ping (a round trip per checkout): a connection that fails with a
-        # disconnect error is invalidated by SQLAlchemy and the loop retries.
-        return create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
+            engine = create_engine(url, connect_args={"timeout": 30})
+        else:
+            # No pre-ping (a round trip per checkout): a connection that fails with a
+            # disconnect error is invalidated by SQLAlchemy and the loop retries.
+            engine = create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
         msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
         raise ConfigError(msg) from None
+    return use_schema(engine, schema)
 
 
 def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
@@ -54,7 +59,7 @@ def check_schema(engine: Engine, tables: OutboxTables) -> None:
         with engine.connect() as conn:
             inspector = inspect(conn)
             needed = [(t.name, t.schema) for t in (tables.outbox, tables.dead_letter)]
-            needed += [(t.name, None) for t in (relay_lease, relay_member, relay_state)]
+            needed += [(t.name, tables.outbox.schema) for t in (relay_lease, relay_member, relay_state)]
             missing = [name for name, schema in needed if not inspector.has_table(name, schema=schema)]
     except DBAPIError as exc:
         raise storage_error(exc, engine) from None

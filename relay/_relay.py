@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry
+from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry, use_schema
 from outbox._crashpoints import crash_point
 from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
@@ -83,9 +83,12 @@ class Relay:
     ) -> None:
         self.config = config
         self.relay_id = config.relay_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.engine = engine or make_engine(config.database_url)
+        self.engine = use_schema(engine or make_engine(config.database_url), config.outbox.schema)
         self.publisher = publisher or connect_publisher(
-            config.broker_url, key_prefix=config.layout.prefix, max_len=config.max_len
+            config.broker_url,
+            key_prefix=config.layout.prefix,
+            max_len=config.max_len,
+            schema=config.outbox.schema,
         )
         self.tables = outbox_tables(config.outbox)
         self.scope = self.tables.outbox.fullname

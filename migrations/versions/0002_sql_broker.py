@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+
+from outbox._migrate import migration_names
 
 revision: str = "0002_sql_broker"
 down_revision: str | None = "0001_outbox"
@@ -22,6 +24,7 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     """Create the SQL-table broker's tables."""
+    schema = migration_names(context.config.attributes).schema
     op.create_table(
         "outboxkit_stream_entry",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -30,14 +33,18 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_outboxkit_stream_entry"),
         sqlite_autoincrement=True,
+        schema=schema,
     )
-    op.create_index("ix_outboxkit_stream_entry_stream_id", "outboxkit_stream_entry", ["stream", "id"])
+    op.create_index(
+        "ix_outboxkit_stream_entry_stream_id", "outboxkit_stream_entry", ["stream", "id"], schema=schema
+    )
     op.create_table(
         "outboxkit_stream_group",
         sa.Column("stream", sa.String(512), nullable=False),
         sa.Column("group_name", sa.String(255), nullable=False),
         sa.Column("last_delivered_id", _ID, nullable=False),
         sa.PrimaryKeyConstraint("stream", "group_name", name="pk_outboxkit_stream_group"),
+        schema=schema,
     )
     op.create_table(
         "outboxkit_stream_pending",
@@ -48,12 +55,19 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("delivery_count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("stream", "group_name", "entry_id", name="pk_outboxkit_stream_pending"),
+        schema=schema,
     )
-    op.create_index("ix_outboxkit_stream_pending_delivered_at", "outboxkit_stream_pending", ["delivered_at"])
+    op.create_index(
+        "ix_outboxkit_stream_pending_delivered_at",
+        "outboxkit_stream_pending",
+        ["delivered_at"],
+        schema=schema,
+    )
 
 
 def downgrade() -> None:
     """Drop the SQL-table broker's tables."""
-    op.drop_table("outboxkit_stream_pending")
-    op.drop_table("outboxkit_stream_group")
-    op.drop_table("outboxkit_stream_entry")
+    schema = migration_names(context.config.attributes).schema
+    op.drop_table("outboxkit_stream_pending", schema=schema)
+    op.drop_table("outboxkit_stream_group", schema=schema)
+    op.drop_table("outboxkit_stream_entry", schema=schema)

@@ -33,8 +33,13 @@ def _names() -> tuple[str, str, str]:
     return names.table, qualified, f"outboxkit_{names.table}"
 
 
+def _schema() -> str | None:
+    return migration_names(context.config.attributes).schema
+
+
 def upgrade() -> None:
     """Create the relay's tables and, on PostgreSQL, the NOTIFY trigger."""
+    schema = _schema()
     op.create_table(
         "outboxkit_relay_lease",
         sa.Column("scope", sa.String(255), nullable=False),
@@ -43,6 +48,7 @@ def upgrade() -> None:
         sa.Column("epoch", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("scope", "partition", name="pk_outboxkit_relay_lease"),
+        schema=schema,
     )
     op.create_table(
         "outboxkit_relay_member",
@@ -55,6 +61,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("idle", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("scope", "relay_id", name="pk_outboxkit_relay_member"),
+        schema=schema,
     )
     op.create_table(
         "outboxkit_relay_state",
@@ -62,12 +69,14 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_outboxkit_relay_state"),
+        schema=schema,
     )
     op.create_table(
         "outboxkit_stream_fence",
         sa.Column("name", sa.String(512), nullable=False),
         sa.Column("epoch", _ID, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_outboxkit_stream_fence"),
+        schema=schema,
     )
     if op.get_bind().dialect.name == "postgresql":
         table, qualified, channel = _names()
@@ -86,7 +95,11 @@ def _function(qualified: str) -> str:
 def _notify_function(table: str, qualified: str, channel: str) -> str:
     # Runs at commit (deferred), once per transaction (the local setting), and
     # only NOTIFYs while some live relay said it is idle.
-    # Names are validated identifiers (OutboxConfig), never user text.
+    # Names are validated identifiers (OutboxConfig), never user text. The
+    # member table is qualified like the outbox: the trigger runs with the
+    # writer's search_path, which need not include the toolkit's schema.
+    schema, _, _ = qualified.rpartition(".")
+    members = f"{schema}.outboxkit_relay_member" if schema else "outboxkit_relay_member"
     return f"""
 CREATE OR REPLACE FUNCTION {_function(qualified)}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -94,7 +107,7 @@ BEGIN
     RETURN NULL;
   END IF;
   PERFORM set_config('outboxkit.notified_{table}', '1', true);
-  IF EXISTS (SELECT 1 FROM outboxkit_relay_member
+  IF EXISTS (SELECT 1 FROM {members}
              WHERE scope = '{qualified}' AND idle AND expires_at > now()) THEN
     PERFORM pg_notify('{channel}', '');
   END IF;
@@ -105,11 +118,12 @@ $$"""  # noqa: S608
 
 def downgrade() -> None:
     """Drop the relay's tables and the trigger."""
+    schema = _schema()
     if op.get_bind().dialect.name == "postgresql":
         _, qualified, _ = _names()
         op.execute(f"DROP TRIGGER IF EXISTS outboxkit_notify ON {qualified}")
         op.execute(f"DROP FUNCTION IF EXISTS {_function(qualified)}()")
-    op.drop_table("outboxkit_stream_fence")
-    op.drop_table("outboxkit_relay_state")
-    op.drop_table("outboxkit_relay_member")
-    op.drop_table("outboxkit_relay_lease")
+    op.drop_table("outboxkit_stream_fence", schema=schema)
+    op.drop_table("outboxkit_relay_state", schema=schema)
+    op.drop_table("outboxkit_relay_member", schema=schema)
+    op.drop_table("outboxkit_relay_lease", schema=schema)

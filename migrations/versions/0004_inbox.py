@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+
+from outbox._migrate import migration_names
 
 revision: str = "0004_inbox"
 down_revision: str | None = "0003_relay"
@@ -22,6 +24,7 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     """Create the inbox tables."""
+    schema = migration_names(context.config.attributes).schema
     op.create_table(
         "outboxkit_inbox",
         sa.Column("consumer", sa.String(255), nullable=False),
@@ -30,8 +33,9 @@ def upgrade() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("consumer", "message_id", name="pk_outboxkit_inbox"),
+        schema=schema,
     )
-    op.create_index("ix_outboxkit_inbox_processed_at", "outboxkit_inbox", ["processed_at"])
+    op.create_index("ix_outboxkit_inbox_processed_at", "outboxkit_inbox", ["processed_at"], schema=schema)
     op.create_table(
         "outboxkit_inbox_dead_letter",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -50,6 +54,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_outboxkit_inbox_dead_letter"),
         sa.UniqueConstraint("consumer", "stream", "entry_id", name="uq_outboxkit_inbox_dead_letter_entry"),
         sqlite_autoincrement=True,
+        schema=schema,
     )
     op.create_table(
         "outboxkit_stream_lease",
@@ -58,12 +63,14 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(255), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("group_name", "name", name="pk_outboxkit_stream_lease"),
+        schema=schema,
     )
 
 
 def downgrade() -> None:
     """Drop the inbox tables."""
-    op.drop_table("outboxkit_stream_lease")
-    op.drop_table("outboxkit_inbox_dead_letter")
-    op.drop_index("ix_outboxkit_inbox_processed_at", table_name="outboxkit_inbox")
-    op.drop_table("outboxkit_inbox")
+    schema = migration_names(context.config.attributes).schema
+    op.drop_table("outboxkit_stream_lease", schema=schema)
+    op.drop_table("outboxkit_inbox_dead_letter", schema=schema)
+    op.drop_index("ix_outboxkit_inbox_processed_at", table_name="outboxkit_inbox", schema=schema)
+    op.drop_table("outboxkit_inbox", schema=schema)

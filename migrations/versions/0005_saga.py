@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
+from outbox._migrate import migration_names
 from outbox.tables import JSONText
 
 revision: str = "0005_saga"
@@ -22,14 +23,14 @@ depends_on: Sequence[str] | None = None
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _saga_fk(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        ["saga_id"], ["outboxkit_saga.id"], name=f"fk_{table}_saga_id", ondelete="CASCADE"
-    )
+def _saga_fk(table: str, schema: str | None) -> sa.ForeignKeyConstraint:
+    target = f"{schema}.outboxkit_saga.id" if schema else "outboxkit_saga.id"
+    return sa.ForeignKeyConstraint(["saga_id"], [target], name=f"fk_{table}_saga_id", ondelete="CASCADE")
 
 
 def upgrade() -> None:
     """Create the saga tables."""
+    schema = migration_names(context.config.attributes).schema
     op.create_table(
         "outboxkit_saga",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -45,8 +46,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_outboxkit_saga"),
+        schema=schema,
     )
-    op.create_index("ix_outboxkit_saga_type_state", "outboxkit_saga", ["type", "state"])
+    op.create_index("ix_outboxkit_saga_type_state", "outboxkit_saga", ["type", "state"], schema=schema)
     op.create_table(
         "outboxkit_saga_step_log",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -60,10 +62,13 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_outboxkit_saga_step_log"),
-        _saga_fk("outboxkit_saga_step_log"),
+        _saga_fk("outboxkit_saga_step_log", schema),
         sqlite_autoincrement=True,
+        schema=schema,
     )
-    op.create_index("ix_outboxkit_saga_step_log_saga_id_id", "outboxkit_saga_step_log", ["saga_id", "id"])
+    op.create_index(
+        "ix_outboxkit_saga_step_log_saga_id_id", "outboxkit_saga_step_log", ["saga_id", "id"], schema=schema
+    )
     op.create_table(
         "outboxkit_saga_timer",
         sa.Column("saga_id", sa.Uuid(), nullable=False),
@@ -74,7 +79,8 @@ def upgrade() -> None:
         sa.Column("fires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("saga_id", "name", name="pk_outboxkit_saga_timer"),
-        _saga_fk("outboxkit_saga_timer"),
+        _saga_fk("outboxkit_saga_timer", schema),
+        schema=schema,
     )
     op.create_table(
         "outboxkit_saga_participant",
@@ -86,12 +92,14 @@ def upgrade() -> None:
         sa.Column("compensated", sa.Boolean(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("saga_id", "step", name="pk_outboxkit_saga_participant"),
+        schema=schema,
     )
 
 
 def downgrade() -> None:
     """Drop the saga tables."""
-    op.drop_table("outboxkit_saga_participant")
-    op.drop_table("outboxkit_saga_timer")
-    op.drop_table("outboxkit_saga_step_log")
-    op.drop_table("outboxkit_saga")
+    schema = migration_names(context.config.attributes).schema
+    op.drop_table("outboxkit_saga_participant", schema=schema)
+    op.drop_table("outboxkit_saga_timer", schema=schema)
+    op.drop_table("outboxkit_saga_step_log", schema=schema)
+    op.drop_table("outboxkit_saga", schema=schema)

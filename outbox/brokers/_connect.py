@@ -29,8 +29,12 @@ _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
-def connect_publisher(url: str, *, key_prefix: str = "", max_len: int | None = None) -> Publisher:
+def connect_publisher(
+    url: str, *, key_prefix: str = "", max_len: int | None = None, schema: str | None = None
+) -> Publisher:
     """Return the publisher for ``url``; ``key_prefix`` applies to Redis, ``max_len`` to Redis and SQL.
+
+    ``schema`` is the database schema of the SQL-table broker's tables (PostgreSQL).
 
     Raises:
         ConfigError: the URL is malformed or its scheme unknown (password masked).
@@ -54,7 +58,7 @@ def connect_publisher(url: str, *, key_prefix: str = "", max_len: int | None = N
     if scheme.split("+", 1)[0] in _SQL_SCHEMES:
         from .sql_table_publish import SqlTablePublisher  # noqa: PLC0415
 
-        return SqlTablePublisher(url, max_len=max_len)
+        return SqlTablePublisher(url, max_len=max_len, schema=schema)
     msg = (
         f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, memory://"
         " or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"

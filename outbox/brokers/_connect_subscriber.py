@@ -15,12 +15,15 @@ __all__ = ["REDIS_SCHEMES", "connect_subscriber"]
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 
-def connect_subscriber(url: str, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT) -> Subscriber:
+def connect_subscriber(
+    url: str, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT, schema: str | None = None
+) -> Subscriber:
     """Return the subscriber for ``url``: Redis Streams for ``redis://``, ``rediss://``, ``unix://``.
 
     Any other URL is a SQLAlchemy database URL holding the SQL-table broker
     (``sqlite:///broker.db``, ``postgresql+psycopg://...``). Nothing is sent
-    until the first call.
+    until the first call. ``schema`` is the database schema of the SQL-table
+    broker's tables (PostgreSQL); Redis ignores it.
 
     .. versionadded:: 0.1
     """
@@ -30,4 +33,4 @@ def connect_subscriber(url: str, *, socket_timeout: dt.timedelta = DEFAULT_SOCKE
     scheme = urlsplit(url).scheme.lower()
     if scheme in REDIS_SCHEMES:
         return RedisStreamsSubscriber.from_url(url, socket_timeout=socket_timeout)
-    return SqlTableSubscriber.from_url(url)
+    return SqlTableSubscriber.from_url(url, schema=schema)

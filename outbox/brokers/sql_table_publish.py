@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql.expression import Insert
 
 from outbox._redact import redact_url
+from outbox._schema import use_schema
 from outbox.errors import BrokerError, ConfigError, FencedError, SchemaMissingError
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
@@ -37,14 +38,17 @@ __all__ = ["SqlTablePublisher"]
 class SqlTablePublisher:
     """Publish batches into the SQL-table broker's tables at a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None, max_len: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, engine: Engine | None = None, max_len: int | None = None, schema: str | None = None
+    ) -> None:
+        """``max_len``: entries kept per stream at most; ``schema``: the tables' schema (PostgreSQL)."""
         if max_len is not None and max_len <= 0:
             msg = f"stream max length must be positive, got {max_len}"
             raise ConfigError(msg)
         self._max_len = max_len
         self._description = redact_url(url)
         try:
-            self._engine = engine or create_engine(url, pool_pre_ping=True)
+            self._engine = use_schema(engine or create_engine(url, pool_pre_ping=True), schema)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
             msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
             raise ConfigError(msg) from None

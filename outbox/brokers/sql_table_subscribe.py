@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from outbox._redact import redact_url
+from outbox._schema import use_schema
 from outbox.brokers._sql_urls import async_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
@@ -112,9 +113,14 @@ class SqlTableSubscriber:
         self._where = redact_url(engine.url)
 
     @classmethod
-    def from_url(cls, url: str, *, poll_interval: dt.timedelta = DEFAULT_POLL_INTERVAL) -> SqlTableSubscriber:
-        """Open the broker database at ``url`` (sync or async driver names both work)."""
-        engine = create_async_engine(async_url(url), pool_pre_ping=True)
+    def from_url(
+        cls, url: str, *, poll_interval: dt.timedelta = DEFAULT_POLL_INTERVAL, schema: str | None = None
+    ) -> SqlTableSubscriber:
+        """Open the broker database at ``url`` (sync or async driver names both work).
+
+        ``schema``: the database schema of the broker's tables (PostgreSQL only).
+        """
+        engine = use_schema(create_async_engine(async_url(url), pool_pre_ping=True), schema)
         if engine.dialect.name == "sqlite":
             from outbox.brokers._sqlite import configure_sqlite  # noqa: PLC0415
 

@@ -19,7 +19,7 @@ from outbox.brokers import StreamLayout, connect_subscriber
 from outbox.brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
-from ._options import parse_topic_partitions
+from ._options import SchemaOpt, parse_topic_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +83,7 @@ def consume(
         str | None,
         typer.Option("--db", envvar=DATABASE_URL_ENV, help="Database URL of the handlers (inbox)."),
     ] = None,
+    schema: SchemaOpt = None,
     broker: Annotated[
         str | None,
         typer.Option(
@@ -216,8 +217,11 @@ def consume(
         concurrency=concurrency,
         retention=None if retention == 0 else _seconds("--retention", retention),
         shutdown_timeout=dt.timedelta(seconds=max(shutdown_timeout, 0)),
+        schema=schema,
     )
-    subscriber = connect_subscriber(broker, socket_timeout=_seconds("--socket-timeout", socket_timeout))
+    subscriber = connect_subscriber(
+        broker, socket_timeout=_seconds("--socket-timeout", socket_timeout), schema=schema
+    )
     runner = ConsumerRunner(registry, db=db, subscriber=subscriber, config=config)
     _serve_metrics(metrics_port, metrics_host)
     log.info("consume.starting", db=redact_url(db), broker=redact_url(broker), group=group, target=target)

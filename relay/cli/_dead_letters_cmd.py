@@ -29,7 +29,7 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happ
 
 
 def _open(db: str | None, table: str, schema: str | None) -> DeadLetters:
-    engine = make_engine(require(db, "--db", DATABASE_URL_ENV))
+    engine = make_engine(require(db, "--db", DATABASE_URL_ENV), schema=schema)
     tables = outbox_tables(OutboxConfig(table=table, schema=schema))
     check_schema(engine, tables)
     return DeadLetters(engine, tables)

@@ -21,7 +21,7 @@ from relay._db import make_engine, storage_error
 
 from ._consume_cmd import load_registry
 from ._context import DATABASE_URL_ENV
-from ._options import DbOpt, require
+from ._options import DbOpt, SchemaOpt, require
 
 app = typer.Typer(help="List, retry or purge consumer dead letters.", no_args_is_help=True)
 
@@ -31,19 +31,20 @@ GroupOpt = Annotated[
 ]
 
 
-def _engine(db: str | None) -> Engine:
-    return make_engine(require(db, "--db", DATABASE_URL_ENV))
+def _engine(db: str | None, schema: str | None) -> Engine:
+    return make_engine(require(db, "--db", DATABASE_URL_ENV), schema=schema)
 
 
 @app.command("list")
 def list_(
     db: DbOpt = None,
+    schema: SchemaOpt = None,
     group: GroupOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List dead letters not retried yet, oldest first, with their error."""
-    engine = _engine(db)
+    engine = _engine(db, schema)
     try:
         letters = inbox.select_dead_letters(engine, consumer=group, limit=limit)
     except SQLAlchemyError as exc:
@@ -74,10 +75,11 @@ def retry(
         str, typer.Option("--handlers", help="The handlers: package.module:registry, as given to `consume`.")
     ],
     db: DbOpt = None,
+    schema: SchemaOpt = None,
 ) -> None:
     """Run each dead letter through its handler again; on success it is marked retried."""
     registry = load_registry(handlers)
-    engine = _engine(db)
+    engine = _engine(db, schema)
     failed = 0
     try:
         for dead_letter_id in ids:
@@ -102,6 +104,7 @@ def purge(
         list[int] | None, typer.Argument(help="Dead letter ids (default: all of --group).")
     ] = None,
     db: DbOpt = None,
+    schema: SchemaOpt = None,
     group: GroupOpt = None,
     yes: Annotated[
         bool, typer.Option("--yes", help="Really delete every dead letter (no ids, no group).")
@@ -111,7 +114,7 @@ def purge(
     if not ids and group is None and not yes:
         msg = "purge without ids or --group deletes every consumer dead letter: add --yes"
         raise ConfigError(msg)
-    engine = _engine(db)
+    engine = _engine(db, schema)
     try:
         count = inbox.purge_dead_letters(engine, consumer=group, ids=ids or None)
     except SQLAlchemyError as exc:

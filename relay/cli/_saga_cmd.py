@@ -13,9 +13,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 import saga
-from outbox import ConfigError, StorageError, redact_url
+from outbox import ConfigError, StorageError, redact_url, use_schema
 
 from ._context import DATABASE_URL_ENV
+from ._options import SchemaOpt
 
 saga_app = typer.Typer(
     name="saga",
@@ -43,6 +44,7 @@ def show(
             show_default=False,
         ),
     ] = None,
+    schema: SchemaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Print one saga's state and its step log: commands, replies, timeouts, compensations."""
@@ -53,7 +55,7 @@ def show(
         sid = uuid.UUID(saga_id)
     except ValueError:
         raise ConfigError(f"{saga_id!r:.80} is not a saga id (a UUID)") from None
-    engine = _engine(db)
+    engine = _engine(db, schema)
     try:
         with engine.connect() as conn:
             instance = saga.select_saga(conn, sid)
@@ -67,7 +69,7 @@ def show(
     typer.echo(_json(instance, entries) if as_json else _text(instance, entries))
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, schema: str | None) -> Engine:
     try:
         engine = create_engine(url, poolclass=NullPool)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
@@ -84,7 +86,11 @@ def _engine(url: str) -> Engine:
         engine.dispose()
         msg = f"no SQLite database at {database}"
         raise ConfigError(msg)
-    return engine
+    try:
+        return use_schema(engine, schema)
+    except ConfigError:
+        engine.dispose()
+        raise
 
 
 def _is_missing_file(database: str | None) -> bool:

@@ -41,7 +41,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Print the backlog and why rows wait, dead letters, relays, consumer groups' lag and sagas."""
-    engine = make_engine(require(db, "--db", DATABASE_URL_ENV))
+    engine = make_engine(require(db, "--db", DATABASE_URL_ENV), schema=schema)
     tables = outbox_tables(OutboxConfig(table=table, schema=schema))
     check_schema(engine, tables)
     try:
@@ -54,7 +54,7 @@ def status(
     finally:
         engine.dispose()
     reach = _broker_reachable(broker) if broker else None
-    groups = _groups(broker, stream_prefix) if broker and reach and reach[0] else []
+    groups = _groups(broker, stream_prefix, schema) if broker and reach and reach[0] else []
     if as_json:
         report = dataclasses.asdict(backlog)
         report["open_transactions"] = open_tx
@@ -101,9 +101,9 @@ def _sagas(conn: Connection) -> list[SagaCount]:
         return []  # a service that runs no saga
 
 
-def _groups(broker: str, prefix: str) -> list[GroupStatus]:
+def _groups(broker: str, prefix: str, schema: str | None) -> list[GroupStatus]:
     try:
-        return consumer_group_status(broker, prefix=prefix)
+        return consumer_group_status(broker, prefix=prefix, schema=schema)
     except OutboxError:
         return []
 

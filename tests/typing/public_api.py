@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from outbox import Message, OutboxConfig, publish, publish_many
+from outbox import Message, OutboxConfig, publish, publish_many, use_schema
 
 
 def sync_use() -> uuid.UUID:
@@ -26,6 +26,12 @@ def sync_use() -> uuid.UUID:
             delay=dt.timedelta(seconds=5),
             config=OutboxConfig(table="outbox"),
         )
+
+
+def schema_use() -> tuple[Engine, AsyncEngine]:
+    engine: Engine = use_schema(create_engine("postgresql+psycopg://app@db/orders"), "messaging")
+    async_engine: AsyncEngine = use_schema(create_async_engine("postgresql+psycopg://app@db/orders"), None)
+    return engine, async_engine
 
 
 async def async_use() -> uuid.UUID:
