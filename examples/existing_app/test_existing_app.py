@@ -188,3 +188,28 @@ def test_existing_app_env_without_filter_would_drop_toolkit_tables(url: str) -> 
     dropped = {diff[1].name for diff in unfiltered if diff[0] == "remove_table"}
     assert dropped == TOOLKIT_TABLES
     assert filtered == []
+
+
+def _outboxkit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=HERE,
+    )
+
+
+def test_existing_app_outboxkit_migrate_on_path_b_says_what_to_run(url: str) -> None:
+    """`outboxkit migrate` on a path-B database exits 2 with one line naming `alembic upgrade heads` (#9)."""
+    upgrade(url)
+    done = _outboxkit("migrate", "--db", url)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "alembic upgrade heads" in line
+    assert "already exists" not in line
+    assert "outboxkit_alembic_version" not in _tables(url)
+    current = _outboxkit("migrate", "current", "--db", url)
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.strip() == outbox.head_revision()
