@@ -213,3 +213,18 @@ def test_existing_app_outboxkit_migrate_on_path_b_says_what_to_run(url: str) -> 
     current = _outboxkit("migrate", "current", "--db", url)
     assert current.returncode == 0, current.stderr
     assert current.stdout.strip() == outbox.head_revision()
+
+
+def test_existing_app_missing_tables_name_both_ways_to_migrate(url: str) -> None:
+    """Before any migration, publishing and `outboxkit status` name `outboxkit migrate` and `alembic upgrade heads` (#9)."""
+    engine = sa.create_engine(url)
+    with Session(engine) as session, pytest.raises(outbox.SchemaMissingError) as caught:
+        outbox.publish(session, "orders.placed", {"order_id": 1})
+    engine.dispose()
+    assert "outboxkit migrate" in str(caught.value)
+    assert "alembic upgrade heads" in str(caught.value)
+    status = _outboxkit("status", "--db", url)
+    assert status.returncode == 2
+    [line] = status.stderr.strip().splitlines()
+    assert "outboxkit migrate" in line
+    assert "alembic upgrade heads" in line
