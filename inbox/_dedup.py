@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
+from outbox.errors import MIGRATE_HINT
 
 from .tables import inbox
 
@@ -114,9 +115,7 @@ def _dialect(target: SyncTarget | AsyncTarget) -> Dialect:
 def _storage_error(exc: DBAPIError) -> StorageError:
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(
-            "inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
-        )
+        return SchemaMissingError(f"inbox table 'outboxkit_inbox' is missing: {MIGRATE_HINT}")
     return StorageError(f"could not write to the inbox: {type(exc.orig).__name__}")
 
 

@@ -44,6 +44,7 @@ from outbox import (
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
+from outbox.errors import MIGRATE_HINT
 
 from . import _metrics as m
 from ._config import ConsumerConfig
@@ -186,7 +187,7 @@ class ConsumerRunner:
                 )
                 time.sleep(_START_RETRY_S)
         if not present:
-            msg = f"inbox table {inbox_table.name!r} is missing: run `outboxkit migrate --db URL`"
+            msg = f"inbox table {inbox_table.name!r} is missing: {MIGRATE_HINT}"
             raise SchemaMissingError(msg)
 
     async def _prepare(self) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ._autogenerate import autogenerate_filter
 from ._envelope import Envelope, key_hash
 from ._migrate import (
     BRANCH_LABEL,
@@ -72,6 +73,7 @@ __all__ = [
     "StorageError",
     "TopicError",
     "ValidationError",
+    "autogenerate_filter",
     "current_revision",
     "decode_entry",
     "default_serializer",

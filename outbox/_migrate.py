@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 VERSION_TABLE = "outboxkit_alembic_version"
+APP_VERSION_TABLE = "alembic_version"
 BRANCH_LABEL = "outboxkit"
 _TABLE_ATTR = "outboxkit_table"
 _SCHEMA_ATTR = "outboxkit_schema"
@@ -91,12 +92,52 @@ def _check_url(url: str, config: OutboxConfig | None = None) -> None:
     check_schema_dialect(engine.dialect.name, (config or OutboxConfig()).schema)
 
 
+def _adopted_revisions(conn: Connection, schema: str | None) -> list[str]:
+    """The toolkit's revisions recorded in the application's ``alembic_version`` (path B)."""
+    inspector = inspect(conn)
+    if inspector.has_table(VERSION_TABLE, schema=schema) or not inspector.has_table(APP_VERSION_TABLE):
+        return []
+    recorded = conn.execute(text(f"SELECT version_num FROM {APP_VERSION_TABLE}")).scalars()  # noqa: S608 - a constant
+    toolkit = {script.revision for script in ScriptDirectory(str(migrations_path())).walk_revisions()}
+    return sorted(rev for rev in recorded if rev in toolkit)
+
+
+def check_not_adopted(url: str, *, config: OutboxConfig | None = None) -> None:
+    """Refuse a database whose own Alembic history carries the toolkit's revisions.
+
+    Such a database (path B of docs/adopting.md) is migrated with the
+    application's ``alembic upgrade heads``; ``outboxkit migrate`` would start
+    a second history in ``outboxkit_alembic_version`` and fail on the first
+    table that already exists.
+    """
+    _check_url(url)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            adopted = _adopted_revisions(conn, (config or OutboxConfig()).schema)
+    except DBAPIError as exc:
+        raise StorageError(_db_error_text(exc, url)) from None
+    finally:
+        engine.dispose()
+    if adopted:
+        msg = (
+            f"{redact_url(url)} tracks the toolkit's revisions ({', '.join(adopted)}) in the application's"
+            f" {APP_VERSION_TABLE}: run `alembic upgrade heads` (or `alembic current`) with the"
+            " application's alembic.ini instead of `outboxkit migrate`"
+        )
+        raise ConfigError(msg)
+
+
 def upgrade(url: str, *, revision: str = "heads", config: OutboxConfig | None = None) -> None:
     """Create or upgrade the toolkit's tables at ``url`` (idempotent).
+
+    Raises :class:`ConfigError` on a database that merged the toolkit's
+    revisions into its own Alembic history (see :func:`check_not_adopted`).
 
     .. versionadded:: 0.1
     """
     _check_url(url, config)
+    check_not_adopted(url, config=config)
     _run(lambda: command.upgrade(_alembic_config(url, config), revision), url)
 
 
@@ -106,6 +147,7 @@ def downgrade(url: str, *, revision: str = "base", config: OutboxConfig | None =
     .. versionadded:: 0.1
     """
     _check_url(url, config)
+    check_not_adopted(url, config=config)
     _run(lambda: command.downgrade(_alembic_config(url, config), revision), url)
 
 
@@ -132,12 +174,19 @@ def head_revision() -> str:
 
 
 def current_revision(url: str, *, config: OutboxConfig | None = None) -> str | None:
-    """The revision the database at ``url`` is at, or ``None`` before any."""
+    """The toolkit's revision the database at ``url`` is at, or ``None`` before any.
+
+    On a database that merged the toolkit's revisions into its own history
+    (path B), the toolkit's revision recorded in its ``alembic_version``.
+    """
     _check_url(url)
     engine = create_engine(url, poolclass=NullPool)
     schema = (config or OutboxConfig()).schema
     try:
         with engine.connect() as conn:
+            adopted = _adopted_revisions(conn, schema)
+            if adopted:
+                return adopted[-1]
             if not inspect(conn).has_table(VERSION_TABLE, schema=schema):
                 return None
             ctx = MigrationContext.configure(

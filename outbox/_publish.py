@@ -26,6 +26,7 @@ from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
 from .config import OutboxConfig
 from .errors import (
+    MIGRATE_HINT,
     HeadersError,
     JsonbIncompatibleError,
     KeyTooLongError,
@@ -209,9 +210,7 @@ async def _insert_async(
 def _storage_error(exc: DBAPIError, table: Table) -> StorageError:
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(
-            f"outbox table {table.fullname!r} is missing: run `outboxkit migrate --db URL`"
-        )
+        return SchemaMissingError(f"outbox table {table.fullname!r} is missing: {MIGRATE_HINT}")
     return StorageError(f"could not write to the outbox: {type(exc.orig).__name__}")
 
 

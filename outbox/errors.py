@@ -30,6 +30,7 @@ already tells the user what to do.
 from __future__ import annotations
 
 __all__ = [
+    "MIGRATE_HINT",
     "BrokerAuthError",
     "BrokerError",
     "ConfigError",
@@ -97,8 +98,15 @@ class StorageError(OutboxError):
     """The database is unreachable or refused the operation."""
 
 
+MIGRATE_HINT = (
+    "run `outboxkit migrate --db URL`"
+    " (or `alembic upgrade heads` where the toolkit's revisions are in your own Alembic history)"
+)
+"""What every missing-table error tells the user to run, for both ways of adopting (docs/adopting.md)."""
+
+
 class SchemaMissingError(StorageError):
-    """The outboxkit tables are missing: run `outboxkit migrate --db URL`."""
+    """The outboxkit tables are missing: run `outboxkit migrate` (or your `alembic upgrade heads`)."""
 
 
 class BrokerError(OutboxError):

@@ -53,7 +53,7 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
-"""Every outboxkit table under its default name (for Alembic autogenerate)."""
+"""The toolkit tables of the packages imported so far, default names; apps use ``autogenerate_filter``."""
 
 # Integer on SQLite so the id is the rowid alias (autoincrementing); BIGINT
 # identity elsewhere.

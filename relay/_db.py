@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from outbox import ConfigError, SchemaMissingError, StorageError, redact_url, use_schema
+from outbox.errors import MIGRATE_HINT
 from outbox.tables import OutboxTables
 
 from .tables import relay_lease, relay_member, relay_state
@@ -43,7 +44,7 @@ def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"outboxkit tables missing in {where}: run `outboxkit migrate --db URL`")
+        return SchemaMissingError(f"outboxkit tables missing in {where}: {MIGRATE_HINT}")
     first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
     return StorageError(f"database {where} failed: {type(orig).__name__}: {_mask(first, engine)}")
 
@@ -66,6 +67,6 @@ def check_schema(engine: Engine, tables: OutboxTables) -> None:
     if missing:
         msg = (
             f"table {missing[0]!r} is missing in {redact_url(engine.url)}:"
-            " run `outboxkit migrate --db URL` (upgrade to the latest revision)"
+            f" upgrade to the latest revision: {MIGRATE_HINT}"
         )
         raise SchemaMissingError(msg)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from outbox import OutboxConfig, SchemaMissingError, StorageError, default_serializer, outbox_tables
+from outbox.errors import MIGRATE_HINT
 
 from ._definition import SagaData
 from ._model import SagaInstance, SagaState, StepLogEntry, StepLogKind
@@ -91,7 +92,7 @@ def storage_error(exc: DBAPIError, what: str) -> StorageError:
     """The toolkit error for a driver error, naming a missing table as such."""
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError("the saga tables are missing: run `outboxkit migrate --db URL`")
+        return SchemaMissingError(f"the saga tables are missing: {MIGRATE_HINT}")
     return StorageError(f"could not {what}: {type(exc.orig).__name__}")
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.sql.expression import Insert
 
 from outbox._redact import redact_url
 from outbox._schema import use_schema
-from outbox.errors import BrokerError, ConfigError, FencedError, SchemaMissingError
+from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, FencedError, SchemaMissingError
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
 from .sql_tables import stream_entry, stream_fence
@@ -93,7 +93,7 @@ class SqlTablePublisher:
         except DBAPIError as exc:
             text = str(exc.orig).lower()
             if "no such table" in text or "does not exist" in text:
-                msg = f"broker tables missing in {self._description}: run `outboxkit migrate --db URL`"
+                msg = f"broker tables missing in {self._description}: {MIGRATE_HINT}"
                 raise SchemaMissingError(msg) from None
             msg = f"SQL broker at {self._description} unavailable: {type(exc.orig).__name__}"
             raise BrokerError(msg) from None

@@ -34,7 +34,7 @@ from outbox.brokers._sql_urls import async_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
 from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
-from outbox.errors import BrokerError, ConfigError, SchemaMissingError
+from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, SchemaMissingError
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "SqlTableSubscriber"]
 
@@ -135,9 +135,7 @@ class SqlTableSubscriber:
     def _error(self, what: str, exc: DBAPIError) -> BrokerError | SchemaMissingError:
         text = str(exc.orig).lower()
         if "no such table" in text or ("does not exist" in text and "relation" in text):
-            return SchemaMissingError(
-                f"broker tables missing at {self._where}: run `outboxkit migrate --db URL`"
-            )
+            return SchemaMissingError(f"broker tables missing at {self._where}: {MIGRATE_HINT}")
         return BrokerError(
             f"broker database at {self._where} failed during {what}: {type(exc.orig).__name__}"
         )

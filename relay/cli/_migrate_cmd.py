@@ -53,7 +53,14 @@ def migrate(
         str | None, typer.Option("--schema", envvar="OUTBOXKIT_SCHEMA", help="Database schema of the tables.")
     ] = None,
     print_path: Annotated[
-        bool, typer.Option("--print-path", help="Print the directory of the Alembic scripts and exit.")
+        bool,
+        typer.Option(
+            "--print-path",
+            help=(
+                "Print the directory of the Alembic scripts and exit"
+                " (in alembic.ini: version_locations = ... outbox:_migrations/versions)."
+            ),
+        ),
     ] = False,
 ) -> None:
     """Create or upgrade the toolkit's tables (idempotent); `downgrade base` removes them."""

@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import create_engine, insert
 
 from outbox.brokers.sql_tables import stream_entry
+from outbox.errors import MIGRATE_HINT
 from tests._inbox import count_effects, domain, entry, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -259,7 +260,7 @@ def test_consume_usage_errors_are_one_line_exit_2(
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == (
-        "outboxkit: error: inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
+        f"outboxkit: error: inbox table 'outboxkit_inbox' is missing: {MIGRATE_HINT}"
     )
     assert "secret" not in missing.stderr
 

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.orm import Session
 
 import inbox.tables  # noqa: F401 - adds the inbox tables to outbox.metadata for the drift check
 import outbox
@@ -184,3 +185,35 @@ def test_migrate_reads_url_from_environment(sqlite_empty_url: str) -> None:
     result = run_cli("migrate", OUTBOXKIT_DATABASE_URL=sqlite_empty_url)
     assert result.returncode == 0, result.stderr
     assert "outbox" in _tables(sqlite_empty_url)
+
+
+PUBLISHER_TABLES = {
+    "outbox",
+    "outbox_dead_letter",
+    "outboxkit_alembic_version",
+    "outboxkit_relay_lease",
+    "outboxkit_relay_member",
+    "outboxkit_relay_state",
+    "outboxkit_stream_entry",
+    "outboxkit_stream_fence",
+    "outboxkit_stream_group",
+    "outboxkit_stream_pending",
+}
+
+
+def test_migrate_publisher_only_target_skips_inbox_and_saga_tables(empty_url: str) -> None:
+    """`migrate upgrade 0003_relay` gives a publish-only service its tables, the relay runs, `migrate` adds the rest (#9)."""
+    done = run_cli("migrate", "--db", empty_url, "upgrade", "0003_relay")
+    assert done.returncode == 0, done.stderr
+    assert _tables(empty_url) == PUBLISHER_TABLES
+    engine = sa.create_engine(empty_url)
+    with Session(engine) as session, session.begin():
+        outbox.publish(session, "orders.placed", {"order_id": 1}, key="order-1")
+    relayed = run_cli("relay", "--db", empty_url, "--broker", "memory://", "--once")
+    assert relayed.returncode == 0, relayed.stderr
+    with engine.connect() as conn:
+        published = conn.execute(sa.text("SELECT published_at FROM outbox")).scalar_one()
+    engine.dispose()
+    assert published is not None
+    assert run_cli("migrate", "--db", empty_url).returncode == 0
+    assert _tables(empty_url) == TOOLKIT_TABLES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -111,3 +112,40 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_pat
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All consistent" in done.stdout
+
+
+def test_installed_wheel_serves_the_documented_version_locations_line(wheel: Path, tmp_path: Path) -> None:
+    """With the wheel installed, the example's plain alembic.ini (`outbox:_migrations/versions`) works (#9)."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    app = tmp_path / "app"
+    shutil.copytree(
+        REPO_ROOT / "examples" / "existing_app",
+        app,
+        ignore=shutil.ignore_patterns("__pycache__", "test_*.py"),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
+    env["PYTHONPATH"] = str(target)
+    env["SHOP_DATABASE_URL"] = f"sqlite:///{tmp_path / 'shop.db'}"
+
+    def alembic(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", *args],
+            env=env,
+            cwd=app,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "(outboxkit) (head)" in alembic("heads")
+    alembic("upgrade", "heads")
+    assert "No new upgrade operations detected." in alembic("check")

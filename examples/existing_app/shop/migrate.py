@@ -1,6 +1,6 @@
-"""The application's Alembic configuration, with outboxkit's revisions merged in.
+"""The application's Alembic configuration: the shop's ``alembic.ini``, nothing added.
 
-The two lines that adopt the outbox are marked ``# outboxkit``.
+The line that adopts the outbox is ``version_locations`` in ``alembic.ini``.
 """
 
 from __future__ import annotations
@@ -10,18 +10,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import outbox
-
-HERE = Path(__file__).resolve().parent
+INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 
 def alembic_config(url: str) -> Config:
-    """The shop's Alembic config: its own scripts plus the toolkit's as a branch."""
-    config = Config()
-    config.set_main_option("script_location", str(HERE / "migrations"))
-    versions = [HERE / "migrations" / "versions", outbox.migrations_path() / "versions"]  # outboxkit
-    config.set_main_option("version_locations", " ".join(str(v) for v in versions))
-    config.set_main_option("path_separator", "space")
+    """The shop's ``alembic.ini``, pointed at ``url``."""
+    config = Config(str(INI))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 

@@ -1,6 +1,8 @@
-"""The shop's Alembic environment: its own version table, both metadatas for autogenerate."""
+"""The shop's Alembic environment: its own metadata, the toolkit's tables left to the toolkit."""
 
 from __future__ import annotations
+
+import os
 
 from alembic import context
 from shop.models import metadata as shop_metadata
@@ -10,16 +12,16 @@ from sqlalchemy.pool import NullPool
 import outbox
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url = os.environ.get("SHOP_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
 assert url is not None
-# outboxkit: autogenerate knows the toolkit's tables, so it never proposes to drop them.
-target_metadata = [shop_metadata, outbox.metadata]
 
 engine = create_engine(url, poolclass=NullPool)
 with engine.connect() as connection:
     context.configure(
         connection=connection,
-        target_metadata=target_metadata,
+        target_metadata=shop_metadata,
+        # outboxkit: autogenerate never compares (so never drops) the toolkit's tables.
+        include_object=outbox.autogenerate_filter(),
         render_as_batch=url.startswith("sqlite"),
     )
     with context.begin_transaction():
