@@ -353,3 +353,50 @@ async def test_runner_survives_database_restart_without_dead_letters(
     events = [e["event"] for e in logs]
     assert "inbox.storage_unavailable" in events
     assert "inbox.dead_lettered" not in events
+
+
+def _many_topics(count: int) -> inbox.Registry:
+    registry = inbox.Registry()
+    for t in range(count):
+        registry.add(f"topic{t}", record_effect)
+    return registry
+
+
+async def test_runner_redis_reads_more_streams_than_processes_times_concurrency(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Six topics of two partitions (12 streams) on two processes of concurrency 2 are all consumed (#9)."""
+    layout = StreamLayout(prefix=stream_prefix, default_partitions=2)
+    streams = [s for t in range(6) for s in layout.streams_of(f"topic{t}")]
+    for stream in streams:
+        for n in range(3):
+            redis_client.xadd(
+                stream, entry(topic=stream.removeprefix(stream_prefix).split(":")[0], payload={"n": n})
+            )
+    runners = [
+        _runner(_many_topics(6), app_db, redis_url, layout=layout, consumer_name=name, concurrency=2)
+        for name in ("a", "b")
+    ]
+    await _run_until(runners, _settled(redis_client, streams))
+    assert count_effects(app_db) == 36
+
+
+async def test_runner_sql_table_broker_reads_more_streams_than_concurrency(db_url: str) -> None:
+    """Twelve topics on the SQL-table broker are all consumed by one process of concurrency 2 (#9)."""
+    engine = create_engine(db_url)
+    domain.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {
+                    "stream": f"topic{t}",
+                    "fields": json.dumps(entry(topic=f"topic{t}", payload={"n": t})),
+                    "created_at": dt.datetime.now(dt.UTC),
+                }
+                for t in range(12)
+            ],
+        )
+    runner = _runner(_many_topics(12), db_url, db_url, concurrency=2)
+    await _run_until([runner], lambda: count_effects(engine) == 12)
+    engine.dispose()
