@@ -48,6 +48,7 @@ from outbox.brokers._sqlite import configure_sqlite
 from . import _metrics as m
 from ._config import ConsumerConfig
 from ._dispatch import Dispatcher
+from ._layout_check import check_layout
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
@@ -139,7 +140,8 @@ class ConsumerRunner:
         """Consume until :meth:`stop`; with ``once``, until every stream is drained.
 
         Raises:
-            ConfigError: the retention window is shorter than the redelivery horizon.
+            ConfigError: the retention window is shorter than the redelivery horizon, or the
+                broker holds unread entries of a registered topic under another partition layout.
             SchemaMissingError: the inbox tables do not exist.
         """
         await self._prepare()
@@ -193,6 +195,10 @@ class ConsumerRunner:
         failures = 0
         while True:
             try:
+                # Before ensure_group, which creates the (empty) streams of our layout.
+                await check_layout(
+                    self.subscriber, self.config.layout, self.registry.topics, self.config.group, self._log
+                )
                 for stream in self.streams:
                     await self.subscriber.ensure_group(stream, self.config.group)
                 await self._check_retention()

@@ -400,3 +400,70 @@ async def test_runner_sql_table_broker_reads_more_streams_than_concurrency(db_ur
     runner = _runner(_many_topics(12), db_url, db_url, concurrency=2)
     await _run_until([runner], lambda: count_effects(engine) == 12)
     engine.dispose()
+
+
+async def test_runner_redis_refuses_partition_layout_differing_from_broker(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Entries on four partitions and a consumer reading one: the start fails with the figures (#9)."""
+    relay_layout = StreamLayout(prefix=stream_prefix, default_partitions=4)
+    for n in range(5):
+        redis_client.xadd(relay_layout.stream_for("orders.created", n), entry(payload={"n": n}))
+    runner = _runner(_registry(), app_db, redis_url, layout=StreamLayout(prefix=stream_prefix))
+    with pytest.raises(ConfigError) as caught:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert str(caught.value) == (
+        "topic 'orders.created' is read with 1 partition(s), but the broker holds 4 stream(s) of it"
+        " for 4 partition(s) with 5 unread entries: give the consumer the relay's"
+        " --topic-partitions/--default-partitions"
+    )
+    assert not redis_client.exists(f"{stream_prefix}orders.created")  # no empty stream created
+    assert count_effects(app_db) == 0
+
+
+async def test_runner_redis_accepts_drained_streams_of_an_old_layout(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Repartitioning after the group finished the old stream starts normally (#9)."""
+    for n in range(3):
+        redis_client.xadd(f"{stream_prefix}orders.created", entry(payload={"n": n}))
+    await _run_until(
+        [_runner(_registry(), app_db, redis_url, layout=StreamLayout(prefix=stream_prefix))],
+        lambda: count_effects(app_db) == 3,
+    )
+    wider = StreamLayout(prefix=stream_prefix, default_partitions=2)
+    redis_client.xadd(wider.stream_for("orders.created", 1), entry(payload={"n": 3}))
+    runner = _runner(_registry(), app_db, redis_url, layout=wider)
+    await runner.run(once=True)
+    await runner.aclose()
+    assert count_effects(app_db) == 4
+
+
+async def test_runner_sql_table_broker_refuses_partition_layout_differing_from_broker(db_url: str) -> None:
+    """Entries on one stream and a consumer reading four partitions: the start fails with the figures (#9)."""
+    engine = create_engine(db_url)
+    domain.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {
+                    "stream": "orders.created",
+                    "fields": json.dumps(entry(payload={"n": n})),
+                    "created_at": dt.datetime.now(dt.UTC),
+                }
+                for n in range(3)
+            ],
+        )
+    runner = _runner(_registry(), db_url, db_url, layout=StreamLayout(default_partitions=4))
+    with pytest.raises(ConfigError) as caught:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert str(caught.value) == (
+        "topic 'orders.created' is read with 4 partition(s), but the broker holds 1 stream(s) of it"
+        " for 1 partition(s) with 3 unread entries: give the consumer the relay's"
+        " --topic-partitions/--default-partitions"
+    )
+    assert count_effects(engine) == 0
+    engine.dispose()
