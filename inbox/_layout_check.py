@@ -53,9 +53,9 @@ async def check_layout(
     Raises:
         ConfigError: the broker holds unread entries under another partition layout.
     """
-    found = await subscriber.list_streams(layout.prefix)
     for topic in topics:
-        foreign = _foreign(layout, topic, found)
+        # One listing per topic: XLEN (Redis) or the count (SQL) only for this topic's streams.
+        foreign = _foreign(layout, topic, await subscriber.list_streams(f"{layout.prefix}{topic}"))
         unread, unknown = 0, 0
         for stream, entries in foreign.items():
             status = await subscriber.group_status(stream, group)
