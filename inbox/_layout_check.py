@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from outbox import ConfigError
+from outbox import BrokerAuthError, ConfigError
 from outbox.brokers import StreamLayout, Subscriber
 
 __all__ = ["check_layout"]
@@ -55,7 +55,16 @@ async def check_layout(
     """
     for topic in topics:
         # One listing per topic: XLEN (Redis) or the count (SQL) only for this topic's streams.
-        foreign = _foreign(layout, topic, await subscriber.list_streams(f"{layout.prefix}{topic}"))
+        try:
+            listed = await subscriber.list_streams(f"{layout.prefix}{topic}")
+        except BrokerAuthError as exc:  # an ACL without SCAN: the check is impossible, not the consumer
+            log.warning(
+                "inbox.partition_layout_unchecked",
+                error=type(exc.__cause__).__name__,
+                consequence="a consumer whose --topic-partitions differ from the relay's reads nothing",
+            )
+            return
+        foreign = _foreign(layout, topic, listed)
         unread, unknown = 0, 0
         for stream, entries in foreign.items():
             status = await subscriber.group_status(stream, group)

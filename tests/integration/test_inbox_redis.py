@@ -467,3 +467,25 @@ async def test_runner_sql_table_broker_refuses_partition_layout_differing_from_b
     )
     assert count_effects(engine) == 0
     engine.dispose()
+
+
+async def test_runner_redis_warns_when_acl_forbids_the_layout_check(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A Redis user without SCAN cannot check the layout: the consumer warns once and still consumes (#9)."""
+    user = f"noscan{uuid_utils.uuid7().hex[:8]}"
+    redis_client.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "resetchannels", "-@all", "+@stream", "+ping", "+hello",
+        "+evalsha", "+eval", "+script|load", "+script|exists", "+get", "+set", "+del", "+time", "+zadd",
+        "+zremrangebyscore", "+zcard", "+pexpire", "+exists",
+    )  # fmt: skip
+    redis_client.xadd(f"{stream_prefix}orders.created", entry(payload={"n": 0}))
+    url = redis_url.replace("redis://", f"redis://{user}:pw@", 1)
+    runner = _runner(_registry(), app_db, url, layout=StreamLayout(prefix=stream_prefix))
+    with capture_logs() as logs:
+        await runner.run(once=True)
+    await runner.aclose()
+    redis_client.execute_command("ACL", "DELUSER", user)
+    warned = [e for e in logs if e["event"] == "inbox.partition_layout_unchecked"]
+    assert [e["error"] for e in warned] == ["NoPermissionError"]
+    assert count_effects(app_db) == 1
