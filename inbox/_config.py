@@ -83,7 +83,7 @@ class ConsumerConfig:
         max_retry_delay: the longest delay between retries.
         claim_idle: pending entries idle this long are claimed (``XAUTOCLAIM``) from their consumer.
         lease_ttl: how long a partition lease lasts without renewal (renewed every third of it).
-        concurrency: most partitions this process handles at once.
+        concurrency: most batches this process handles at once; it does not limit which partitions are read.
         retention: inbox records older than this are deleted (``None``: never).
         retention_interval: how often the runner deletes old inbox records.
         retention_batch: rows deleted per transaction.

@@ -4,14 +4,22 @@ Per-key order with concurrency: a topic's partitions are separate streams
 (``StreamLayout``); each stream is handled by one asyncio task, one message
 after another, and only while this process holds the stream's *lease* in the
 broker. Several processes in one group share the streams through the leases
-(each takes its fair share: streams / live members, at most ``concurrency``),
-so a key's messages are never handled by two consumers at once. A process that
-takes over a stream first claims every entry still pending on it (those of the
+(each takes its fair share: ``ceil(streams / live members)``), so a key's
+messages are never handled by two consumers at once, and every stream is read
+whatever the number of topics, partitions and processes. A process that takes
+over a stream first claims every entry still pending on it (those of the
 previous owner, oldest first) and only then reads new ones.
 
-Memory is bounded: each task holds at most ``batch_size`` entries and reads
-again only when they are finished, so slow handlers slow the reads
-(backpressure) instead of filling a queue.
+``concurrency`` bounds the work in flight, not which streams are read: at most
+that many partition tasks handle a batch at once (a semaphore), the others
+wait with their batch in hand. Capping the leased streams instead left the
+streams beyond ``concurrency`` unread for good, silently (issue 9).
+
+Memory is bounded: each task holds at most one batch and reads again only
+when it is finished, so slow handlers slow the reads (backpressure) instead of
+filling a queue; with more partitions than ``concurrency`` the batch per read
+shrinks so that a process holds about ``batch_size x concurrency`` entries (at
+least one per partition).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from outbox.errors import MIGRATE_HINT
 from . import _metrics as m
 from ._config import ConsumerConfig
 from ._dispatch import Dispatcher
+from ._layout_check import check_layout
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
@@ -113,6 +122,7 @@ class ConsumerRunner:
         self._scope = f"{config.layout.prefix}{config.group}"
         self._stop = asyncio.Event()
         self._workers: dict[str, _Worker] = {}
+        self._slots = asyncio.Semaphore(config.concurrency)  # batches handled at once
         self._finished: set[str] = set()
         self._log = log.bind(consumer=config.group, consumer_name=config.consumer_name)
 
@@ -141,7 +151,8 @@ class ConsumerRunner:
         """Consume until :meth:`stop`; with ``once``, until every stream is drained.
 
         Raises:
-            ConfigError: the retention window is shorter than the redelivery horizon.
+            ConfigError: the retention window is shorter than the redelivery horizon, or the
+                broker holds unread entries of a registered topic under another partition layout.
             SchemaMissingError: the inbox tables do not exist.
         """
         await self._prepare()
@@ -195,6 +206,10 @@ class ConsumerRunner:
         failures = 0
         while True:
             try:
+                # Before ensure_group, which creates the (empty) streams of our layout.
+                await check_layout(
+                    self.subscriber, self.config.layout, self.registry.topics, self.config.group, self._log
+                )
                 for stream in self.streams:
                     await self.subscriber.ensure_group(stream, self.config.group)
                 await self._check_retention()
@@ -290,8 +305,8 @@ class ConsumerRunner:
         while not self._stop.is_set():
             try:
                 live = await self.subscriber.heartbeat(self._scope, self.config.consumer_name, ttl=ttl)
+                # Not capped by concurrency: a stream no member leases is never read.
                 share = len(self.streams) if once else math.ceil(len(self.streams) / max(live, 1))
-                share = min(share, self.config.concurrency)
                 await self._renew()
                 self._rebalance(share)
                 await self._acquire(share, once=once)
@@ -390,7 +405,7 @@ class ConsumerRunner:
                         worker.stream,
                         self.config.group,
                         self.config.consumer_name,
-                        count=self.config.batch_size,
+                        count=self._read_count(),
                         block=self.config.block if not once else dt.timedelta(0),
                     )
                     if batch:
@@ -445,11 +460,19 @@ class ConsumerRunner:
             self._log.info("inbox.entries_claimed", stream=worker.stream, entries=len(fresh))
             await self._process(worker, fresh)
 
+    def _read_count(self) -> int:
+        """Entries per read: ``batch_size``, shrunk when more partitions than ``concurrency`` are held."""
+        budget = self.config.batch_size * self.config.concurrency
+        return max(1, min(self.config.batch_size, budget // max(len(self._workers), 1)))
+
     async def _process(self, worker: _Worker, batch: list[Delivery]) -> None:
-        acks = await self._dispatcher.handle(batch, worker.stop, worker.halt)
-        # Acknowledged only now, after the commits: a crash before this line
-        # means redelivery, which the inbox turns into duplicates.
-        await self.subscriber.ack(worker.stream, self.config.group, acks)
+        async with self._slots:
+            if worker.halt.is_set() or time.monotonic() > worker.lease_until:
+                return  # lost while waiting for a slot: the entries stay pending for the next owner
+            acks = await self._dispatcher.handle(batch, worker.stop, worker.halt)
+            # Acknowledged only now, after the commits: a crash before this line
+            # means redelivery, which the inbox turns into duplicates.
+            await self.subscriber.ack(worker.stream, self.config.group, acks)
 
     # -- side tasks ------------------------------------------------------------------
 

@@ -169,6 +169,13 @@ class Subscriber(Protocol):
         """Every group on every stream whose name starts with ``prefix``."""
         ...
 
+    async def list_streams(self, prefix: str = "") -> dict[str, int]:
+        """Every stream whose name starts with ``prefix`` and holds entries, with its entry count.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
     async def oldest_entry_time(self, stream: str) -> dt.datetime | None:
         """When the oldest entry still in ``stream`` was added, or None if it is empty."""
         ...

@@ -169,6 +169,14 @@ class MemorySubscriber:
                 result.append(status)
         return result
 
+    async def list_streams(self, prefix: str = "") -> dict[str, int]:
+        """Streams starting with ``prefix`` that hold entries."""
+        return {
+            name: len(ids)
+            for name, ids in sorted(self.streams.entries.items())
+            if ids and name.startswith(prefix)
+        }
+
     async def oldest_entry_time(self, stream: str) -> dt.datetime | None:
         """When the first entry still in ``stream`` was added."""
         ids = sorted(self.streams.entries.get(stream, {}))

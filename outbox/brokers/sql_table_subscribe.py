@@ -345,6 +345,23 @@ class SqlTableSubscriber:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return await self._statuses(stream_group.c.stream.like(f"{escaped}%", escape="\\"))
 
+    async def list_streams(self, prefix: str = "") -> dict[str, int]:
+        """Entry counts of the streams starting with ``prefix``."""
+        e = stream_entry
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = (
+            select(e.c.stream, func.count())
+            .where(e.c.stream.like(f"{escaped}%", escape="\\"))
+            .group_by(e.c.stream)
+            .order_by(e.c.stream)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except DBAPIError as exc:
+            raise self._error("status", exc) from exc
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def _statuses(self, where: ColumnElement[bool]) -> list[GroupStatus]:
         g, p, e = stream_group, stream_pending, stream_entry
         pending = (

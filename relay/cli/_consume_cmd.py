@@ -147,7 +147,12 @@ def consume(
         typer.Option("--lease-ttl", envvar="OUTBOXKIT_LEASE_TTL", help="Seconds a partition lease lasts."),
     ] = 15.0,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", envvar="OUTBOXKIT_CONCURRENCY", help="Partitions handled at once.")
+        int,
+        typer.Option(
+            "--concurrency",
+            envvar="OUTBOXKIT_CONCURRENCY",
+            help="Batches handled at once; every partition is still read.",
+        ),
     ] = 8,
     block: Annotated[
         float, typer.Option("--block", envvar="OUTBOXKIT_BLOCK", help="Seconds a read waits for new entries.")

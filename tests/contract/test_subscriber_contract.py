@@ -166,3 +166,14 @@ async def test_subscriber_mark_once_is_true_only_the_first_time(broker: Broker) 
     assert await sub.mark_once(scope, "retention-warned:3600s") is False
     assert await sub.mark_once(scope, "retention-warned:7200s") is True
     assert await sub.mark_once(scope + "-other", "retention-warned:3600s") is True
+
+
+async def test_subscriber_list_streams_counts_entries_under_a_prefix(broker: Broker) -> None:
+    """list_streams names the streams under a prefix that hold entries, with their counts (#9)."""
+    sub, stream = broker.subscriber, broker.stream
+    prefix = stream.split(":")[0] + ":"
+    broker.add(stream, entry(payload={"n": 0}))
+    broker.add(stream, entry(payload={"n": 1}))
+    broker.add(f"{stream}:1", entry(payload={"n": 2}))
+    await sub.ensure_group(f"{stream}:2", "g")  # an empty stream (Redis MKSTREAM) is left out
+    assert await sub.list_streams(prefix) == {stream: 2, f"{stream}:1": 1}

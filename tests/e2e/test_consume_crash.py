@@ -307,3 +307,46 @@ def test_consume_once_on_the_sql_table_broker(sqlite_url: str) -> None:
     assert count_effects(sqlite_url) == 5
     events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
     assert events.count("inbox.message_handled") == 5
+
+
+def test_consume_partition_layout_mismatch_is_one_line_exit_2(
+    pg_url: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """`outboxkit consume` with fewer partitions than the relay wrote: one stderr line, exit 2 (#9)."""
+    engine = create_engine(pg_url)
+    domain.create_all(engine)
+    engine.dispose()
+    redis_client.xadd(f"{stream_prefix}orders.created:1", entry(payload={"n": 1}))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--log-level",
+            "error",
+            "consume",
+            "tests.e2e.inbox_app:registry",
+            "--db",
+            pg_url,
+            "--broker",
+            redis_url,
+            "--group",
+            "billing",
+            "--stream-prefix",
+            stream_prefix,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        (
+            "outboxkit: error: topic 'orders.created' is read with 1 partition(s), but the broker holds"
+            " 1 stream(s) of it for 2 partition(s) with 1 unread entries: give the consumer the relay's"
+            " --topic-partitions/--default-partitions"
+        )
+    ]

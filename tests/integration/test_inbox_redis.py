@@ -353,3 +353,139 @@ async def test_runner_survives_database_restart_without_dead_letters(
     events = [e["event"] for e in logs]
     assert "inbox.storage_unavailable" in events
     assert "inbox.dead_lettered" not in events
+
+
+def _many_topics(count: int) -> inbox.Registry:
+    registry = inbox.Registry()
+    for t in range(count):
+        registry.add(f"topic{t}", record_effect)
+    return registry
+
+
+async def test_runner_redis_reads_more_streams_than_processes_times_concurrency(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Six topics of two partitions (12 streams) on two processes of concurrency 2 are all consumed (#9)."""
+    layout = StreamLayout(prefix=stream_prefix, default_partitions=2)
+    streams = [s for t in range(6) for s in layout.streams_of(f"topic{t}")]
+    for stream in streams:
+        for n in range(3):
+            redis_client.xadd(
+                stream, entry(topic=stream.removeprefix(stream_prefix).split(":")[0], payload={"n": n})
+            )
+    runners = [
+        _runner(_many_topics(6), app_db, redis_url, layout=layout, consumer_name=name, concurrency=2)
+        for name in ("a", "b")
+    ]
+    await _run_until(runners, _settled(redis_client, streams))
+    assert count_effects(app_db) == 36
+
+
+async def test_runner_sql_table_broker_reads_more_streams_than_concurrency(db_url: str) -> None:
+    """Twelve topics on the SQL-table broker are all consumed by one process of concurrency 2 (#9)."""
+    engine = create_engine(db_url)
+    domain.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {
+                    "stream": f"topic{t}",
+                    "fields": json.dumps(entry(topic=f"topic{t}", payload={"n": t})),
+                    "created_at": dt.datetime.now(dt.UTC),
+                }
+                for t in range(12)
+            ],
+        )
+    runner = _runner(_many_topics(12), db_url, db_url, concurrency=2)
+    await _run_until([runner], lambda: count_effects(engine) == 12)
+    engine.dispose()
+
+
+async def test_runner_redis_refuses_partition_layout_differing_from_broker(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Entries on four partitions and a consumer reading one: the start fails with the figures (#9)."""
+    relay_layout = StreamLayout(prefix=stream_prefix, default_partitions=4)
+    for n in range(5):
+        redis_client.xadd(relay_layout.stream_for("orders.created", n), entry(payload={"n": n}))
+    runner = _runner(_registry(), app_db, redis_url, layout=StreamLayout(prefix=stream_prefix))
+    with pytest.raises(ConfigError) as caught:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert str(caught.value) == (
+        "topic 'orders.created' is read with 1 partition(s), but the broker holds 4 stream(s) of it"
+        " for 4 partition(s) with 5 unread entries: give the consumer the relay's"
+        " --topic-partitions/--default-partitions"
+    )
+    assert not redis_client.exists(f"{stream_prefix}orders.created")  # no empty stream created
+    assert count_effects(app_db) == 0
+
+
+async def test_runner_redis_accepts_drained_streams_of_an_old_layout(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Repartitioning after the group finished the old stream starts normally (#9)."""
+    for n in range(3):
+        redis_client.xadd(f"{stream_prefix}orders.created", entry(payload={"n": n}))
+    await _run_until(
+        [_runner(_registry(), app_db, redis_url, layout=StreamLayout(prefix=stream_prefix))],
+        lambda: count_effects(app_db) == 3,
+    )
+    wider = StreamLayout(prefix=stream_prefix, default_partitions=2)
+    redis_client.xadd(wider.stream_for("orders.created", 1), entry(payload={"n": 3}))
+    runner = _runner(_registry(), app_db, redis_url, layout=wider)
+    await runner.run(once=True)
+    await runner.aclose()
+    assert count_effects(app_db) == 4
+
+
+async def test_runner_sql_table_broker_refuses_partition_layout_differing_from_broker(db_url: str) -> None:
+    """Entries on one stream and a consumer reading four partitions: the start fails with the figures (#9)."""
+    engine = create_engine(db_url)
+    domain.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(stream_entry),
+            [
+                {
+                    "stream": "orders.created",
+                    "fields": json.dumps(entry(payload={"n": n})),
+                    "created_at": dt.datetime.now(dt.UTC),
+                }
+                for n in range(3)
+            ],
+        )
+    runner = _runner(_registry(), db_url, db_url, layout=StreamLayout(default_partitions=4))
+    with pytest.raises(ConfigError) as caught:
+        await runner.run(once=True)
+    await runner.aclose()
+    assert str(caught.value) == (
+        "topic 'orders.created' is read with 4 partition(s), but the broker holds 1 stream(s) of it"
+        " for 1 partition(s) with 3 unread entries: give the consumer the relay's"
+        " --topic-partitions/--default-partitions"
+    )
+    assert count_effects(engine) == 0
+    engine.dispose()
+
+
+async def test_runner_redis_warns_when_acl_forbids_the_layout_check(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A Redis user without SCAN cannot check the layout: the consumer warns once and still consumes (#9)."""
+    user = f"noscan{uuid_utils.uuid7().hex[:8]}"
+    redis_client.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "resetchannels", "-@all", "+@stream", "+ping", "+hello",
+        "+evalsha", "+eval", "+script|load", "+script|exists", "+get", "+set", "+del", "+time", "+zadd",
+        "+zremrangebyscore", "+zcard", "+pexpire", "+exists",
+    )  # fmt: skip
+    redis_client.xadd(f"{stream_prefix}orders.created", entry(payload={"n": 0}))
+    url = redis_url.replace("redis://", f"redis://{user}:pw@", 1)
+    runner = _runner(_registry(), app_db, url, layout=StreamLayout(prefix=stream_prefix))
+    with capture_logs() as logs:
+        await runner.run(once=True)
+    await runner.aclose()
+    redis_client.execute_command("ACL", "DELUSER", user)
+    warned = [e for e in logs if e["event"] == "inbox.partition_layout_unchecked"]
+    assert [e["error"] for e in warned] == ["NoPermissionError"]
+    assert count_effects(app_db) == 1

@@ -4,6 +4,8 @@ import asyncio
 import datetime as dt
 import json
 import pathlib
+import threading
+import time
 
 import pytest
 import uuid_utils.compat as uuid_utils
@@ -402,3 +404,35 @@ async def test_runner_holds_at_most_one_batch_per_partition() -> None:
     await _runner(_registry(slow), engine, streams, batch_size=5).run(once=True)
     assert len(seen_pending) == 40
     assert max(seen_pending) <= 5
+
+
+async def test_runner_concurrency_bounds_batches_in_flight_not_streams_read() -> None:
+    """Six streams at concurrency 2: every stream is consumed, never more than two handlers at once (#9)."""
+    engine, streams = memory_engine(), MemoryStreams()
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    def slow(message: Envelope, session: Session) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.01)
+        record_effect(message, session)
+        with lock:
+            active[0] -= 1
+
+    registry = inbox.Registry()
+    for t in range(6):
+        registry.add(f"topic{t}", slow)
+        for n in range(3):
+            streams.add(f"topic{t}", entry(topic=f"topic{t}", payload={"n": n}))
+    runner = _runner(registry, engine, streams, concurrency=2)
+    task = asyncio.create_task(runner.run())
+    for _ in range(200):
+        if _count(engine) == 18:
+            break
+        await asyncio.sleep(0.05)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+    assert _count(engine) == 18
+    assert peak[0] <= 2
+    engine.dispose()

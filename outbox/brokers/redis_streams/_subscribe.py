@@ -286,6 +286,21 @@ class RedisStreamsSubscriber:
             result.extend(await self._groups_of(stream))
         return result
 
+    async def list_streams(self, prefix: str = "") -> dict[str, int]:
+        """``SCAN`` for streams starting with ``prefix``, then ``XLEN`` on each; empty ones are left out."""
+
+        async def scan() -> list[str]:
+            return [
+                _text(n) async for n in self._redis.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
+            ]
+
+        result: dict[str, int] = {}
+        for stream in sorted(await self._call("SCAN", scan)):
+            length: Any = await self._call("XLEN", lambda s=stream: self._redis.xlen(s))  # type: ignore[misc]
+            if int(length):
+                result[stream] = int(length)
+        return result
+
     async def oldest_entry_time(self, stream: str) -> dt.datetime | None:
         """The time part of the first entry id of ``stream``."""
         first: Any = await self._call("XRANGE", lambda: self._redis.xrange(stream, "-", "+", count=1))
