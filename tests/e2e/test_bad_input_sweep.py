@@ -167,6 +167,10 @@ BAD_COMMAND_LINES = [
         id="relay-bad-partitions",
     ),
     pytest.param(
+        ["relay", "--db", "{sqlite}", "--broker", "redis://127.0.0.1:1/0", "--on-dead-letter", "drop"],
+        id="relay-bad-on-dead-letter",
+    ),
+    pytest.param(
         ["relay", "--db", "{sqlite}", "--broker", "redis://127.0.0.1:1/0", "--table", INJECTION_NAMES[0]],
         id="relay-table-injection",
     ),
