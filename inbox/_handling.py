@@ -64,6 +64,7 @@ class Item:
     delivery: Delivery
     message: Envelope
     spec: HandlerSpec
+    retry_at: int = 0  # set when its first attempt failed and its retries were put after the batch
 
 
 class Verdict(enum.Enum):
@@ -285,18 +286,40 @@ class SyncDispatcher:
     def _one_by_one_sync(
         self, items: Sequence[Item], stop: threading.Event, halt: threading.Event
     ) -> list[str]:
-        acks = []
+        acks: list[str] = []
+        later: list[Item] = []  # a failing item and the later items of its key: after the others
+        waiting: set[str] = set()
         for item in items:
+            key = item.message.key
+            if key is not None and key in waiting:
+                later.append(item)
+                continue
+            if halt.is_set() or not self._handle_one_sync(item, stop, defer=key is not None):
+                return acks  # this and the later entries stay pending for the partition's next owner
+            if item.retry_at:
+                waiting.add(key)  # type: ignore[arg-type]
+                later.append(item)
+                continue
+            acks.append(item.delivery.entry_id)
+        for item in later:
             if halt.is_set() or not self._handle_one_sync(item, stop):
-                break  # this and the later entries stay pending for the partition's next owner
+                break
             acks.append(item.delivery.entry_id)
         return acks
 
-    def _handle_one_sync(self, item: Item, stop: threading.Event) -> bool:
-        """Process with retries; True when finished (committed or dead-lettered)."""
+    def _handle_one_sync(self, item: Item, stop: threading.Event, *, defer: bool = False) -> bool:
+        """Process with retries; True when finished (committed or dead-lettered).
+
+        With ``defer``, a first attempt that fails and may be retried sets
+        ``item.retry_at`` and returns True: its retries come after the other
+        keys of the batch, so a failing message holds up only its key (issue #9).
+        """
         if self.parks(item, stop):
             return True
-        attempt = item.delivery.deliveries
+        attempt = item.retry_at or item.delivery.deliveries
+        if item.retry_at:
+            stop.wait(self._delay(attempt - 1))
+            item.retry_at = 0
         transient = 0
         while True:
             started = time.perf_counter()
@@ -316,6 +339,9 @@ class SyncDispatcher:
                     transient += 1
                     stop.wait(self._delay(transient))
                     continue
+                if defer:
+                    item.retry_at = attempt + 1
+                    return True
                 stop.wait(self._delay(attempt))
                 attempt += 1
                 continue

@@ -429,3 +429,27 @@ async def test_consumer_skip_mode_handles_past_a_dead_letter(
     await _dead_letter_key_k(app_db, redis_url, redis_client, stream_prefix, "skip")
     assert sorted(_applied(app_db)) == [1, 2]
     assert [d.error for d in _dead_letters(app_db)] == ["LookupError: no such customer"]
+
+
+async def test_consumer_retrying_message_holds_up_only_its_key(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A message that fails and is retried holds up only its key: other keys of its partition go first (#9)."""
+    layout = StreamLayout(prefix=stream_prefix)  # one partition: every key in one stream
+    stream = layout.streams_of("orders.created")[0]
+    failures = {"left": 2}
+
+    def flaky(message: Envelope, session: Session) -> None:
+        if isinstance(message.payload, dict) and message.payload.get("n") == 0 and failures["left"]:
+            failures["left"] -= 1
+            raise TimeoutError("payment provider slow")
+        record_effect(message, session)
+
+    for n, key in ((0, "k"), (1, "k"), (2, "other"), (3, "third")):
+        redis_client.xadd(stream, entry(payload={"n": n}, key=key))
+    runner = _runner(
+        _registry(flaky), app_db, redis_url, layout=layout, retry_delay=dt.timedelta(milliseconds=50)
+    )
+    await _run_until([runner], _settled(redis_client, [stream]))
+    assert _applied(app_db) == [2, 3, 0, 1]
+    assert _dead_letters(app_db) == []
