@@ -26,6 +26,7 @@ from ._dedup import (
     record_messages_async,
 )
 from ._follow_up import follow_up_headers, publish_follow_up, publish_follow_up_async
+from ._parking import PARKED_ERROR
 from ._registry import HandlerSpec, Registry, Reject
 from ._retention import purge_inbox
 from ._runner import ConsumerRunner
@@ -33,6 +34,7 @@ from ._status import consumer_group_status, consumer_group_status_async
 from .tables import inbox, inbox_dead_letter
 
 __all__ = [
+    "PARKED_ERROR",
     "AsyncHandler",
     "ConsumerConfig",
     "ConsumerRunner",

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_DELIVERIES",
+    "DEFAULT_ON_DEAD_LETTER",
     "DEFAULT_RETENTION",
     "DEFAULT_RETRY_DELAY",
     "ConsumerConfig",
@@ -40,6 +41,10 @@ DEFAULT_RETENTION = dt.timedelta(days=7)
 DEFAULT_RETENTION_INTERVAL = dt.timedelta(minutes=5)
 DEFAULT_RETENTION_BATCH = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = dt.timedelta(seconds=30)
+# park-key by default, as on the relay: later messages of a dead-lettered key
+# wait for the operator, so per-key order holds for money and stock (issue #9).
+DEFAULT_ON_DEAD_LETTER = "park-key"
+ON_DEAD_LETTER_CHOICES = ("park-key", "skip")
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
 
 
@@ -90,6 +95,8 @@ class ConsumerConfig:
         shutdown_timeout: how long in-flight messages may finish after a stop request.
         schema: database schema (PostgreSQL) of the toolkit's tables, put first on the
             connections' search_path (see :func:`outbox.use_schema`); ``None`` = default.
+        on_dead_letter: ``"park-key"`` (default): later messages of a dead-lettered key wait
+            until it is retried or purged; ``"skip"``: they are handled at once.
 
     .. versionadded:: 0.1
     """
@@ -111,6 +118,7 @@ class ConsumerConfig:
     retention_batch: int = DEFAULT_RETENTION_BATCH
     shutdown_timeout: dt.timedelta = DEFAULT_SHUTDOWN_TIMEOUT
     schema: str | None = None
+    on_dead_letter: str = DEFAULT_ON_DEAD_LETTER
 
     def __post_init__(self) -> None:
         if self.schema is not None:
@@ -138,6 +146,13 @@ class ConsumerConfig:
             _positive("retention", self.retention)
         if not isinstance(self.shutdown_timeout, dt.timedelta) or self.shutdown_timeout < dt.timedelta(0):
             msg = "shutdown_timeout must be a non-negative timedelta"
+            raise ConfigError(msg)
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        if self.on_dead_letter not in ON_DEAD_LETTER_CHOICES:
+            choices = ", ".join(ON_DEAD_LETTER_CHOICES)
+            msg = f"on_dead_letter must be one of {choices}, got {self.on_dead_letter!r:.40}"
             raise ConfigError(msg)
         if self.mode not in set(Mode):
             msg = f"mode must be one of {', '.join(Mode)}, got {self.mode!r}"

@@ -123,6 +123,8 @@ class Dispatcher(SyncDispatcher):
             return outcomes
 
     async def _handle_one_async(self, item: Item, stop: threading.Event) -> bool:
+        if item.message.key in self._parked and await asyncio.to_thread(self.parks, item, stop):
+            return True
         attempt = item.delivery.deliveries
         transient = 0
         while True:

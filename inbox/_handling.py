@@ -37,6 +37,7 @@ from ._dedup import (
     process,
     record_messages,
 )
+from ._parking import PARKED_ERROR, parked_keys
 from ._registry import HandlerSpec, Registry, Reject
 from .tables import inbox
 
@@ -63,6 +64,7 @@ class Item:
     delivery: Delivery
     message: Envelope
     spec: HandlerSpec
+    retry_at: int = 0  # set when its first attempt failed and its retries were put after the batch
 
 
 class Verdict(enum.Enum):
@@ -70,6 +72,14 @@ class Verdict(enum.Enum):
     TRANSIENT = "transient"  # the database failed, not the handler; retry without counting
     DEAD = "dead"  # out of attempts: dead-letter
     LEAVE = "leave"  # stopping: leave it pending for the partition's next owner
+
+
+def _subject(delivery: Delivery) -> str | None:
+    """The key of an entry (its ``subject`` field), without decoding the whole entry."""
+    for name, value in delivery.fields.items():
+        if name in ("subject", b"subject"):
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
 
 
 class SyncDispatcher:
@@ -84,6 +94,8 @@ class SyncDispatcher:
         self._async_engine = async_engine
         self._consumer = config.group
         self._all_sync = not any(spec.is_async for spec in registry.specs)
+        self._park = config.on_dead_letter == "park-key"
+        self._parked: set[str] = set()  # keys behind a dead letter, refreshed per batch (issue #9)
 
     # -- preparing -------------------------------------------------------------------
 
@@ -91,15 +103,34 @@ class SyncDispatcher:
         """Decode and route; entries finished here (dead-lettered, ignored) are acknowledged at once."""
         acks: list[str] = []
         items: list[Item] = []
+        self._refresh_parked(batch)
         for delivery in batch:
             item, finished = self._prepare(delivery, stop)
-            if item is not None:
+            if item is not None and self.parks(item, stop):
+                acks.append(delivery.entry_id)
+            elif item is not None:
                 items.append(item)
             elif finished:
                 acks.append(delivery.entry_id)
             else:
                 break
         return acks, items
+
+    def _refresh_parked(self, batch: Sequence[Delivery]) -> None:
+        """Re-read which keys of the batch wait behind a dead letter (an operator may have released them)."""
+        if not self._park:
+            return
+        texts = {k for d in batch if (k := _subject(d))}
+        fresh = parked_keys(self._engine, self._consumer, texts)
+        self._parked.difference_update(texts - fresh)
+        self._parked.update(fresh)
+
+    def parks(self, item: Item, stop: threading.Event) -> bool:
+        """With park-key, record an entry of a key behind a dead letter as parked (True: acknowledge)."""
+        key = item.message.key
+        if not self._park or key is None or key not in self._parked:
+            return False
+        return self._dead_letter(item.delivery, item.message, PARKED_ERROR, item.delivery.deliveries, stop)
 
     def _prepare(self, delivery: Delivery, stop: threading.Event) -> tuple[Item | None, bool]:
         try:
@@ -219,6 +250,12 @@ class SyncDispatcher:
                 log.warning("inbox.storage_unavailable", consumer=self._consumer, error=error_text(exc))
                 if stop.wait(self._delay(failures)):
                     return False
+        if error == PARKED_ERROR:
+            log.info("inbox.message_parked", message_id=str(message.id) if message else None,
+                     consumer=self._consumer, stream=delivery.stream, entry_id=delivery.entry_id)  # fmt: skip
+            return True
+        if self._park and message is not None and message.key is not None:
+            self._parked.add(message.key)  # later entries of its key wait (issue #9)
         m.DEAD_LETTERED.labels(self._consumer, delivery.stream).inc()
         if message is not None:
             m.MESSAGES.labels(self._consumer, message.topic, "dead_lettered").inc()
@@ -249,16 +286,40 @@ class SyncDispatcher:
     def _one_by_one_sync(
         self, items: Sequence[Item], stop: threading.Event, halt: threading.Event
     ) -> list[str]:
-        acks = []
+        acks: list[str] = []
+        later: list[Item] = []  # a failing item and the later items of its key: after the others
+        waiting: set[str] = set()
         for item in items:
+            key = item.message.key
+            if key is not None and key in waiting:
+                later.append(item)
+                continue
+            if halt.is_set() or not self._handle_one_sync(item, stop, defer=key is not None):
+                return acks  # this and the later entries stay pending for the partition's next owner
+            if item.retry_at:
+                waiting.add(key)  # type: ignore[arg-type]
+                later.append(item)
+                continue
+            acks.append(item.delivery.entry_id)
+        for item in later:
             if halt.is_set() or not self._handle_one_sync(item, stop):
-                break  # this and the later entries stay pending for the partition's next owner
+                break
             acks.append(item.delivery.entry_id)
         return acks
 
-    def _handle_one_sync(self, item: Item, stop: threading.Event) -> bool:
-        """Process with retries; True when finished (committed or dead-lettered)."""
-        attempt = item.delivery.deliveries
+    def _handle_one_sync(self, item: Item, stop: threading.Event, *, defer: bool = False) -> bool:
+        """Process with retries; True when finished (committed or dead-lettered).
+
+        With ``defer``, a first attempt that fails and may be retried sets
+        ``item.retry_at`` and returns True: its retries come after the other
+        keys of the batch, so a failing message holds up only its key (issue #9).
+        """
+        if self.parks(item, stop):
+            return True
+        attempt = item.retry_at or item.delivery.deliveries
+        if item.retry_at:
+            stop.wait(self._delay(attempt - 1))
+            item.retry_at = 0
         transient = 0
         while True:
             started = time.perf_counter()
@@ -278,6 +339,9 @@ class SyncDispatcher:
                     transient += 1
                     stop.wait(self._delay(transient))
                     continue
+                if defer:
+                    item.retry_at = attempt + 1
+                    return True
                 stop.wait(self._delay(attempt))
                 attempt += 1
                 continue

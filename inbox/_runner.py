@@ -58,6 +58,7 @@ from . import _metrics as m
 from ._config import ConsumerConfig
 from ._dispatch import Dispatcher
 from ._layout_check import check_layout
+from ._parking import release_parked
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
@@ -66,6 +67,7 @@ __all__ = ["ConsumerRunner"]
 
 log = structlog.get_logger("inbox")
 _LAG_INTERVAL = 5.0
+_RELEASE_INTERVAL = 1.0  # how often released parked entries are looked for (issue #9)
 _START_ATTEMPTS = 20  # schema check at start: ~10 s for a busy or restarting database
 _START_RETRY_S = 0.5
 
@@ -168,6 +170,8 @@ class ConsumerRunner:
             side.append(asyncio.create_task(self._report_lag(), name="inbox-lag"))
             if self.config.retention is not None:
                 side.append(asyncio.create_task(self._retain(self.config.retention), name="inbox-retention"))
+        if self.config.on_dead_letter == "park-key":
+            side.append(asyncio.create_task(self._release_parked(), name="inbox-parked"))
         stopped = asyncio.create_task(self._stop.wait(), name="inbox-stop")
         error: BaseException | None = None
         try:
@@ -485,6 +489,13 @@ class ConsumerRunner:
                         m.PENDING.labels(self.config.group, stream).set(status.pending)
                         if status.lag is not None:
                             m.LAG.labels(self.config.group, stream).set(status.lag)
+
+    async def _release_parked(self) -> None:
+        """Hand parked entries to their handlers once the dead letter ahead of them is retried or purged."""
+        while True:
+            await asyncio.to_thread(release_parked, self._engine, self.registry, self.config.group)
+            if await self._wait_stop(_RELEASE_INTERVAL):
+                return
 
     async def _retain(self, retention: dt.timedelta) -> None:
         while not await self._wait_stop(self.config.retention_interval.total_seconds()):

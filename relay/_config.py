@@ -14,11 +14,13 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_ON_DEAD_LETTER",
     "DEFAULT_PARTITIONS",
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_REPLAY_WINDOW",
     "DEFAULT_RETRY_BASE",
     "DEFAULT_RETRY_MAX",
+    "ON_DEAD_LETTER_CHOICES",
     "RelayConfig",
 ]
 
@@ -32,6 +34,10 @@ DEFAULT_RETRY_MAX = dt.timedelta(minutes=5)
 DEFAULT_REPLAY_WINDOW = dt.timedelta(minutes=1)
 MAX_BATCH_SIZE = 10_000
 DEFAULT_MAX_BATCH_BYTES = 16 * 1024 * 1024
+# park-key by default: later messages of a dead-lettered key wait for the
+# operator (retry or purge), so per-key order holds for money and stock.
+DEFAULT_ON_DEAD_LETTER = "park-key"
+ON_DEAD_LETTER_CHOICES = ("park-key", "skip")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +64,8 @@ class RelayConfig:
         listen: use LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
         relay_id: this relay's name in leases and logs (default ``host-pid-random``).
         once: drain what is due and exit.
+        on_dead_letter: ``"park-key"`` (default): later rows of a dead-lettered key wait
+            until the dead letter is retried or purged (issue #9); ``"skip"``: they go on.
 
     .. versionadded:: 0.1
     """
@@ -81,6 +89,7 @@ class RelayConfig:
     listen: bool = True
     relay_id: str | None = None
     once: bool = False
+    on_dead_letter: str = DEFAULT_ON_DEAD_LETTER
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with both URLs redacted."""
@@ -98,6 +107,10 @@ class RelayConfig:
         _check(dt.timedelta(0) < self.retry_base <= self.retry_max, "need 0 < retry base <= retry max")
         _check(self.replay_window >= dt.timedelta(0), "replay window must not be negative")
         _check(self.max_len is None or self.max_len > 0, "stream max length must be positive")
+        _check(
+            self.on_dead_letter in ON_DEAD_LETTER_CHOICES,
+            f"on dead letter must be one of {', '.join(ON_DEAD_LETTER_CHOICES)}",
+        )
         _check(self.relay_id is None or 0 < len(self.relay_id) <= 200, "relay id must be 1..200 characters")  # noqa: PLR2004
 
 

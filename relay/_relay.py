@@ -92,7 +92,9 @@ class Relay:
         )
         self.tables = outbox_tables(config.outbox)
         self.scope = self.tables.outbox.fullname
-        self.store = OutboxStore(self.tables, partitions=config.partitions)
+        self.store = OutboxStore(
+            self.tables, partitions=config.partitions, park_dead_letters=config.on_dead_letter == "park-key"
+        )
         self.leases = LeaseManager(
             self.engine,
             scope=self.scope,

@@ -28,6 +28,7 @@ class Backlog:
     pending_by_topic: dict[str, int] = field(default_factory=dict)
     dead_letters_by_topic: dict[str, int] = field(default_factory=dict)
     relays: list[dict[str, object]] = field(default_factory=list)
+    parked_keys: list[str] = field(default_factory=list)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -69,6 +70,10 @@ def read_backlog(conn: Connection, tables: OutboxTables, *, now: dt.datetime, de
             select(dl.c.topic, func.count()).where(dl.c.retried_at.is_(None)).group_by(dl.c.topic)
         )
     }
+    # Keys parked behind a dead letter (relays with --on-dead-letter park-key), issue #9.
+    backlog.parked_keys = [
+        k for k, _, _ in OutboxStore(tables, partitions=1).dead_lettered_keys(conn, limit=50)
+    ]
     scope = o.fullname
     owned: dict[str, int] = dict(
         conn.execute(

@@ -8,7 +8,9 @@ simply found by the next claim (no visibility gap).
 Per-key order with retries: while a row of key K waits in backoff
 (``next_attempt_at`` in the future), later rows of K are not claimable (the
 ``NOT EXISTS`` below, served by the partial index ``ix_<table>_retry``); rows of
-every other key, in the same relay partition too, go on.
+every other key, in the same relay partition too, go on. With ``park_dead_letters``
+(``on_dead_letter="park-key"``) a dead letter not yet retried parks its key the
+same way, until ``outboxkit dead-letters retry`` or ``purge`` (issue #9).
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class Failure:
 class OutboxStore:
     """Statements of the relay on one outbox table (and its dead-letter table)."""
 
-    def __init__(self, tables: OutboxTables, *, partitions: int) -> None:
+    def __init__(self, tables: OutboxTables, *, partitions: int, park_dead_letters: bool = True) -> None:
         self.tables = tables
         self.partitions = partitions
+        self.park_dead_letters = park_dead_letters
         o = tables.outbox
         self._columns = (
             o.c.id,
@@ -121,22 +124,54 @@ class OutboxStore:
                     alias.c.id < o.c.id,
                 )
             )
+            if self.park_dead_letters:
+                due.append(~self._behind_dead_letter())
         else:
             # Usually empty: then the claim is a plain index scan in id order.
             due += [~and_(o.c.key_hash == h, o.c.key == k, o.c.id > i) for k, h, i in parked]
         return due
 
+    def _behind_dead_letter(self) -> ColumnElement[bool]:
+        """The row has an earlier dead letter of its key, not retried yet (park-key)."""
+        o, dl = self.tables.outbox, self.tables.dead_letter
+        return exists().where(
+            dl.c.retried_at.is_(None), dl.c.key_hash == o.c.key_hash, dl.c.key == o.c.key, dl.c.id < o.c.id
+        )
+
     def parked_keys(self, conn: Connection, *, now: dt.datetime) -> list[tuple[str, int, int]] | None:
-        """Keys with a row in backoff and the smallest such id (``None`` if more than a few hundred)."""
+        """Keys with a row in backoff (or a dead letter, with park-key) and the smallest such id.
+
+        ``None`` if more than a few hundred: the claim then anti-joins instead.
+        """
         o = self.tables.outbox
-        rows = conn.execute(
-            select(o.c.key, o.c.key_hash, func.min(o.c.id))
-            .where(o.c.next_attempt_at > now, o.c.published_at.is_(None), o.c.key.is_not(None))
-            .group_by(o.c.key, o.c.key_hash)
-            .limit(_MAX_LISTED_PARKED + 1)
-        ).all()
-        if len(rows) > _MAX_LISTED_PARKED:
+        rows: list[tuple[str, int, int]] = [
+            (str(k), int(h), int(i))
+            for k, h, i in conn.execute(
+                select(o.c.key, o.c.key_hash, func.min(o.c.id))
+                .where(o.c.next_attempt_at > now, o.c.published_at.is_(None), o.c.key.is_not(None))
+                .group_by(o.c.key, o.c.key_hash)
+                .limit(_MAX_LISTED_PARKED + 1)
+            )
+        ]
+        if self.park_dead_letters:
+            rows += self.dead_lettered_keys(conn, limit=_MAX_LISTED_PARKED + 1)
+        first: dict[tuple[str, int], int] = {}
+        for k, h, i in rows:
+            first[k, h] = min(i, first.get((k, h), i))
+        if len(first) > _MAX_LISTED_PARKED:
             return None
+        return [(k, h, i) for (k, h), i in first.items()]
+
+    def dead_lettered_keys(self, conn: Connection, *, limit: int) -> list[tuple[str, int, int]]:
+        """Keys with a dead letter not retried yet, with its smallest id: parked with park-key."""
+        dl = self.tables.dead_letter
+        rows = conn.execute(
+            select(dl.c.key, dl.c.key_hash, func.min(dl.c.id))
+            .where(dl.c.retried_at.is_(None), dl.c.key.is_not(None))
+            .group_by(dl.c.key, dl.c.key_hash)
+            .order_by(func.min(dl.c.id))
+            .limit(limit)
+        ).all()
         return [(str(k), int(h), int(i)) for k, h, i in rows]
 
     def _in_partitions(self, owned: Sequence[int] | None) -> list[ColumnElement[bool]]:
@@ -258,21 +293,21 @@ class OutboxStore:
         return conn.execute(stmt).rowcount
 
     def count_behind_parked(self, conn: Connection, *, now: dt.datetime) -> int:
-        """Rows waiting because an earlier row of their key is in backoff."""
+        """Rows waiting because an earlier row of their key is in backoff (or dead-lettered, park-key)."""
         o = self.tables.outbox
         parked = o.alias("parked")
-        query = select(func.count()).where(
-            o.c.published_at.is_(None),
-            exists().where(
-                and_(
-                    parked.c.next_attempt_at > now,
-                    parked.c.published_at.is_(None),
-                    parked.c.key_hash == o.c.key_hash,
-                    parked.c.key == o.c.key,
-                    parked.c.id < o.c.id,
-                )
-            ),
+        behind: ColumnElement[bool] = exists().where(
+            and_(
+                parked.c.next_attempt_at > now,
+                parked.c.published_at.is_(None),
+                parked.c.key_hash == o.c.key_hash,
+                parked.c.key == o.c.key,
+                parked.c.id < o.c.id,
+            )
         )
+        if self.park_dead_letters:
+            behind = or_(behind, self._behind_dead_letter())
+        query = select(func.count()).where(o.c.published_at.is_(None), behind)
         return int(conn.execute(query).scalar_one())
 
 

@@ -192,6 +192,15 @@ def consume(
         ),
     ] = "127.0.0.1",
     once: Annotated[bool, typer.Option("--once", help="Drain every stream, then exit.")] = False,
+    on_dead_letter: Annotated[
+        str,
+        typer.Option(
+            "--on-dead-letter",
+            envvar="OUTBOXKIT_ON_DEAD_LETTER",
+            help="park-key: later messages of a dead-lettered key wait for"
+            " `consumer-dead-letters retry|purge` (keeps per-key order); skip: they go on.",
+        ),
+    ] = "park-key",
 ) -> None:
     """Run idempotent handlers on a consumer group; SIGTERM drains and stops."""
     if not db:
@@ -222,6 +231,7 @@ def consume(
         concurrency=concurrency,
         retention=None if retention == 0 else _seconds("--retention", retention),
         shutdown_timeout=dt.timedelta(seconds=max(shutdown_timeout, 0)),
+        on_dead_letter=on_dead_letter,
         schema=schema,
     )
     subscriber = connect_subscriber(

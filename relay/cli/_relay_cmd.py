@@ -19,6 +19,7 @@ from relay._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LEASE_TTL,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_ON_DEAD_LETTER,
     DEFAULT_PARTITIONS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REPLAY_WINDOW,
@@ -93,6 +94,14 @@ def relay(
         str | None, _opt("--relay-id", "Name of this relay (default host-pid-random).")
     ] = None,
     once: Annotated[bool, _opt("--once", "Drain what is due, then exit.")] = False,
+    on_dead_letter: Annotated[
+        str,
+        _opt(
+            "--on-dead-letter",
+            "park-key: later rows of a dead-lettered key wait for `dead-letters retry|purge`"
+            " (keeps per-key order); skip: they go on.",
+        ),
+    ] = DEFAULT_ON_DEAD_LETTER,
 ) -> None:
     """Relay committed outbox rows to the broker until SIGTERM/SIGINT (or, with --once, until drained)."""
     config = RelayConfig(
@@ -117,6 +126,7 @@ def relay(
         listen=not no_listen,
         relay_id=relay_id,
         once=once,
+        on_dead_letter=on_dead_letter,
     )
     metrics = RelayMetrics() if metrics_port is not None else None
     daemon = Relay(config, metrics=metrics)

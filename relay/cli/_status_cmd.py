@@ -159,7 +159,14 @@ def _print(b: Backlog, open_tx: dict[str, float | int] | None) -> None:
     typer.echo(f"dead letters: {total}")
     for topic, count in sorted(b.dead_letters_by_topic.items()):
         typer.echo(f"  dead letters {topic}: {count}")
+    _print_parked_keys(b.parked_keys)
     typer.echo(f"relays: {sum(1 for r in b.relays if r['alive'])} alive")
     for r in b.relays:
         state = ("alive" if r["alive"] else "gone") + (", idle" if r["idle"] else "")
         typer.echo(f"  {r['relay_id']} ({state}) partitions={r['partitions']} heartbeat={r['heartbeat_at']}")
+
+
+def _print_parked_keys(keys: list[str]) -> None:
+    """Keys whose later rows wait behind a dead letter (``--on-dead-letter park-key``), issue #9."""
+    if keys:
+        typer.echo(f"parked keys (waiting for `dead-letters retry|purge`): {', '.join(keys)}")

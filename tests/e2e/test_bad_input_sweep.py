@@ -167,6 +167,10 @@ BAD_COMMAND_LINES = [
         id="relay-bad-partitions",
     ),
     pytest.param(
+        ["relay", "--db", "{sqlite}", "--broker", "redis://127.0.0.1:1/0", "--on-dead-letter", "drop"],
+        id="relay-bad-on-dead-letter",
+    ),
+    pytest.param(
         ["relay", "--db", "{sqlite}", "--broker", "redis://127.0.0.1:1/0", "--table", INJECTION_NAMES[0]],
         id="relay-table-injection",
     ),
@@ -201,6 +205,21 @@ BAD_COMMAND_LINES = [
     pytest.param(
         ["consume", "tests.e2e.inbox_app:registry", "--db", "{sqlite}", "--broker", "{sqlite}"],
         id="consume-no-group",
+    ),
+    pytest.param(
+        [
+            "consume",
+            "tests.e2e.inbox_app:registry",
+            "--db",
+            "{sqlite}",
+            "--broker",
+            "{sqlite}",
+            "--group",
+            "g",
+            "--on-dead-letter",
+            "drop",
+        ],
+        id="consume-bad-on-dead-letter",
     ),
     pytest.param(
         [

@@ -489,3 +489,103 @@ async def test_runner_redis_warns_when_acl_forbids_the_layout_check(
     warned = [e for e in logs if e["event"] == "inbox.partition_layout_unchecked"]
     assert [e["error"] for e in warned] == ["NoPermissionError"]
     assert count_effects(app_db) == 1
+
+
+def _applied(url: str) -> list[int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [int(n) for n in conn.execute(select(effect.c.n).order_by(effect.c.id)).scalars()]
+    finally:
+        engine.dispose()
+
+
+async def _dead_letter_key_k(app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str,
+                             mode: str) -> tuple[inbox.Registry, dict[str, bool], Callable[..., inbox.ConsumerRunner]]:  # fmt: skip
+    """Key k's first message n=0 fails until fixed and is dead-lettered; then n=1 of k and n=2 of other arrive."""
+    layout = StreamLayout(prefix=stream_prefix)
+    stream = layout.streams_of("orders.created")[0]
+    broken = {"on": True}
+
+    def handler(message: Envelope, session: Session) -> None:
+        if broken["on"] and isinstance(message.payload, dict) and message.payload.get("n") == 0:
+            raise LookupError("no such customer")
+        record_effect(message, session)
+
+    registry = _registry(handler)
+
+    def make() -> inbox.ConsumerRunner:
+        return _runner(registry, app_db, redis_url, layout=layout, on_dead_letter=mode)
+
+    redis_client.xadd(stream, entry(payload={"n": 0}, key="k"))
+    redis_client.xadd(stream, entry(payload={"n": 1}, key="k"))
+    redis_client.xadd(stream, entry(payload={"n": 2}, key="other"))
+    await _run_until([make()], _settled(redis_client, [stream]))
+    return registry, broken, make
+
+
+async def test_consumer_park_key_holds_later_messages_until_retry_restores_order(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """With on_dead_letter=park-key later messages of a dead-lettered key wait; retrying it hands them on in order (#9)."""
+    registry, broken, make = await _dead_letter_key_k(
+        app_db, redis_url, redis_client, stream_prefix, "park-key"
+    )
+    assert _applied(app_db) == [2]  # other keys go on, n=1 waits behind the dead letter of k
+    letters = _dead_letters(app_db)
+    assert [d.error for d in letters] == ["LookupError: no such customer", inbox.PARKED_ERROR]
+    broken["on"] = False
+    engine = create_engine(app_db)
+    inbox.retry_dead_letter(engine, registry, letters[0].id)  # what `consumer-dead-letters retry` runs
+    engine.dispose()
+    with capture_logs() as logs:
+        await _run_until([make()], lambda: len(_applied(app_db)) == 3)
+    assert _applied(app_db) == [2, 0, 1]
+    assert "inbox.parked_released" in [e["event"] for e in logs]
+    assert _dead_letters(app_db) == []
+
+
+async def test_consumer_park_key_purge_releases_the_key(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """Purging the dead letter of a parked key hands its later messages to the handler (#9)."""
+    _, _, make = await _dead_letter_key_k(app_db, redis_url, redis_client, stream_prefix, "park-key")
+    first = _dead_letters(app_db)[0]
+    engine = create_engine(app_db)
+    assert inbox.purge_dead_letters(engine, ids=[first.id]) == 1  # what `consumer-dead-letters purge` runs
+    engine.dispose()
+    await _run_until([make()], lambda: len(_applied(app_db)) == 2)
+    assert _applied(app_db) == [2, 1]
+
+
+async def test_consumer_skip_mode_handles_past_a_dead_letter(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """With on_dead_letter=skip later messages of a dead-lettered key are handled at once (#9)."""
+    await _dead_letter_key_k(app_db, redis_url, redis_client, stream_prefix, "skip")
+    assert sorted(_applied(app_db)) == [1, 2]
+    assert [d.error for d in _dead_letters(app_db)] == ["LookupError: no such customer"]
+
+
+async def test_consumer_retrying_message_holds_up_only_its_key(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str
+) -> None:
+    """A message that fails and is retried holds up only its key: other keys of its partition go first (#9)."""
+    layout = StreamLayout(prefix=stream_prefix)  # one partition: every key in one stream
+    stream = layout.streams_of("orders.created")[0]
+    failures = {"left": 2}
+
+    def flaky(message: Envelope, session: Session) -> None:
+        if isinstance(message.payload, dict) and message.payload.get("n") == 0 and failures["left"]:
+            failures["left"] -= 1
+            raise TimeoutError("payment provider slow")
+        record_effect(message, session)
+
+    for n, key in ((0, "k"), (1, "k"), (2, "other"), (3, "third")):
+        redis_client.xadd(stream, entry(payload={"n": n}, key=key))
+    runner = _runner(
+        _registry(flaky), app_db, redis_url, layout=layout, retry_delay=dt.timedelta(milliseconds=50)
+    )
+    await _run_until([runner], _settled(redis_client, [stream]))
+    assert _applied(app_db) == [2, 3, 0, 1]
+    assert _dead_letters(app_db) == []

@@ -344,3 +344,62 @@ def test_redis_publisher_max_len_trims_approximately_and_keeps_the_newest(
     ids = [fields[b"id"].decode() for _, fields in redis_client.xrange(stream)]
     assert ids[-1] == "4-99"
     assert ids == sorted(ids, key=lambda s: tuple(int(p) for p in s.split("-")))
+
+
+def _dead_letter_key_k(pg_url: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str,
+                       mode: str) -> tuple[RelayConfig, str]:  # fmt: skip
+    """Dead-letter message seq 0 of key k (Redis refuses its stream), then commit seq 1, 2 of k."""
+    stream = f"{stream_prefix}bad"
+    redis_client.set(stream, "not a stream")
+    cfg = _config(pg_url, redis_url, stream_prefix, max_attempts=1, once=True, on_dead_letter=mode)
+    engine = create_engine(pg_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        outbox.publish(conn, "bad", {"seq": 0}, key="k")
+    Relay(cfg).run()
+    redis_client.delete(stream)
+    with engine.begin() as conn:
+        outbox.publish(conn, "bad", {"seq": 1}, key="k")
+        outbox.publish(conn, "bad", {"seq": 2}, key="other")
+    engine.dispose()
+    Relay(cfg).run()
+    return cfg, stream
+
+
+def test_relay_park_key_holds_later_rows_until_retry_restores_order(
+    pg_url: str, redis_url: str, stream_prefix: str, redis_client: redis.Redis
+) -> None:
+    """With --on-dead-letter park-key a dead letter parks its key; `dead-letters retry` relays it first (#9)."""
+    cfg, stream = _dead_letter_key_k(pg_url, redis_url, redis_client, stream_prefix, "park-key")
+    assert [seq_of(f) for f in redis_entries(redis_client, [stream])] == [2]  # other keys go on
+    assert outbox_count(pg_url) == 1  # seq 1 waits behind the dead letter of k
+    shown = run_cli("status", "--db", pg_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "parked keys (waiting for `dead-letters retry|purge`): k" in shown.stdout
+    assert "waiting behind a parked key: 1" in shown.stdout
+    done = run_cli("dead-letters", "retry", "--all", "--db", pg_url)
+    assert done.returncode == 0, done.stderr
+    Relay(cfg).run()
+    assert [seq_of(f) for f in redis_entries(redis_client, [stream])] == [2, 0, 1]
+    assert outbox_count(pg_url) == 0
+    assert "parked keys" not in run_cli("status", "--db", pg_url).stdout
+
+
+def test_relay_park_key_purge_releases_the_key(
+    pg_url: str, redis_url: str, stream_prefix: str, redis_client: redis.Redis
+) -> None:
+    """Purging the dead letter of a parked key lets its later rows go (#9)."""
+    cfg, stream = _dead_letter_key_k(pg_url, redis_url, redis_client, stream_prefix, "park-key")
+    purge = run_cli("dead-letters", "purge", "--all", "--db", pg_url)
+    assert purge.returncode == 0, purge.stderr
+    Relay(cfg).run()
+    assert [seq_of(f) for f in redis_entries(redis_client, [stream])] == [2, 1]
+    assert outbox_count(pg_url) == 0
+
+
+def test_relay_skip_mode_relays_past_a_dead_letter(
+    pg_url: str, redis_url: str, stream_prefix: str, redis_client: redis.Redis
+) -> None:
+    """With --on-dead-letter skip later rows of a dead-lettered key are relayed at once (#9)."""
+    _, stream = _dead_letter_key_k(pg_url, redis_url, redis_client, stream_prefix, "skip")
+    assert sorted(seq_of(f) for f in redis_entries(redis_client, [stream])) == [1, 2]
+    assert outbox_count(pg_url) == 0
