@@ -33,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from outbox import BrokerAuthError, BrokerError, ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox._urls import invalid_database_url
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
@@ -114,8 +115,7 @@ class ConsumerRunner:
         try:
             engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            msg = f"invalid database URL {redact_url(db)}: {type(exc).__name__}"
-            raise ConfigError(msg) from None
+            raise invalid_database_url(db, exc) from None
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         return engine

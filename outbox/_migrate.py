@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from ._redact import redact_url
+from ._urls import invalid_database_url
 from .config import DEFAULT_TABLE, OutboxConfig
 from .errors import ConfigError, StorageError
 
@@ -84,8 +85,7 @@ def _check_url(url: str) -> None:
     try:
         create_engine(url, poolclass=NullPool).dispose()
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
-        raise ConfigError(msg) from None
+        raise invalid_database_url(url, exc) from None
 
 
 def upgrade(url: str, *, revision: str = "heads", config: OutboxConfig | None = None) -> None:

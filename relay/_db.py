@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from outbox import ConfigError, SchemaMissingError, StorageError, redact_url
+from outbox import SchemaMissingError, StorageError, redact_url
+from outbox._urls import invalid_database_url
 from outbox.tables import OutboxTables
 
 from .tables import relay_lease, relay_member, relay_state
@@ -28,8 +29,7 @@ def make_engine(url: str) -> Engine:
         # disconnect error is invalidated by SQLAlchemy and the loop retries.
         return create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
-        raise ConfigError(msg) from None
+        raise invalid_database_url(url, exc) from None
 
 
 def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
