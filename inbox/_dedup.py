@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
+from outbox._dberrors import driver_reason
 
 from .tables import inbox
 
@@ -117,7 +118,7 @@ def _storage_error(exc: DBAPIError) -> StorageError:
         return SchemaMissingError(
             "inbox table 'outboxkit_inbox' is missing: run `outboxkit migrate --db URL`"
         )
-    return StorageError(f"could not write to the inbox: {type(exc.orig).__name__}")
+    return StorageError(f"could not write to the inbox: {driver_reason(exc)}")
 
 
 def record_messages(

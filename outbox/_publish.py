@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from ._dberrors import driver_reason
 from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
 from .config import OutboxConfig
@@ -212,7 +213,7 @@ def _storage_error(exc: DBAPIError, table: Table) -> StorageError:
         return SchemaMissingError(
             f"outbox table {table.fullname!r} is missing: run `outboxkit migrate --db URL`"
         )
-    return StorageError(f"could not write to the outbox: {type(exc.orig).__name__}")
+    return StorageError(f"could not write to the outbox: {driver_reason(exc)}")
 
 
 def _row(message: object, cfg: OutboxConfig, now: dt.datetime) -> dict[str, Any]:

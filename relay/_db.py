@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from outbox import SchemaMissingError, StorageError, redact_url
+from outbox._dberrors import driver_reason
 from outbox._urls import invalid_database_url
 from outbox.tables import OutboxTables
 
@@ -39,8 +40,9 @@ def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
     text = str(orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
         return SchemaMissingError(f"outboxkit tables missing in {where}: run `outboxkit migrate --db URL`")
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return StorageError(f"database {where} failed: {type(orig).__name__}: {_mask(first, engine)}")
+    return StorageError(
+        f"database {where} failed: {type(orig).__name__}: {_mask(driver_reason(exc), engine)}"
+    )
 
 
 def _mask(text: str, engine: Engine) -> str:
