@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +81,15 @@ def test_cli_postgres_scheme_says_use_psycopg(redis_url: str) -> None:
         line = _one_error_line(result)
         assert "postgresql+psycopg://" in line, args
         assert "Pw-sentinel-55" not in result.stderr + result.stdout
+
+
+def test_cli_consume_mistyped_database_fails_at_once(pg_url: str, redis_url: str) -> None:
+    """A database name that does not exist is reported at once, with the server's reason, exit 2 (#9)."""
+    url = pg_url.rsplit("/", 1)[0] + "/biling"
+    started = time.monotonic()
+    result = run_cli(
+        "consume", "tests.e2e.inbox_app:registry", "--db", url, "--broker", redis_url, "--group", "g", "--once",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert 'database "biling" does not exist' in _one_error_line(result)
+    assert elapsed < 8, elapsed
