@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 import inbox
 from outbox import StorageError, publish
+from outbox._dberrors import driver_reason
 
 PAYLOAD_SENTINEL = "card-sentinel-4242"
 
@@ -52,3 +53,13 @@ def test_storage_error_inbox_record_keeps_permission_denied(no_grant_url: str) -
     text = str(caught.value)
     assert "permission denied for table outboxkit_inbox" in text
     assert "SQLSTATE 42501" in text
+
+
+def test_storage_error_reason_masks_quoted_values_and_detail(pg_url: str) -> None:
+    """The driver reason drops DETAIL lines and masks a quoted input value (#9)."""
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+        conn.execute(sa.text("SELECT CAST(:v AS uuid)"), {"v": PAYLOAD_SENTINEL})
+    engine.dispose()
+    reason = driver_reason(caught.value)
+    assert reason == 'invalid input syntax for type uuid: "***" (SQLSTATE 22P02)'
