@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
+from outbox._dberrors import driver_reason
 from outbox.errors import MIGRATE_HINT
 
 from .tables import inbox
@@ -116,7 +117,7 @@ def _storage_error(exc: DBAPIError) -> StorageError:
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
         return SchemaMissingError(f"inbox table 'outboxkit_inbox' is missing: {MIGRATE_HINT}")
-    return StorageError(f"could not write to the inbox: {type(exc.orig).__name__}")
+    return StorageError(f"could not write to the inbox: {driver_reason(exc)}")
 
 
 def record_messages(

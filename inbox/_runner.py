@@ -49,6 +49,8 @@ from outbox import (
     redact_url,
     use_schema,
 )
+from outbox._dberrors import driver_reason
+from outbox._urls import invalid_database_url
 from outbox.brokers import Delivery, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
@@ -137,8 +139,7 @@ class ConsumerRunner:
         try:
             engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            msg = f"invalid database URL {redact_url(db)}: {type(exc).__name__}"
-            raise ConfigError(msg) from None
+            raise invalid_database_url(db, exc) from None
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         return engine
@@ -194,8 +195,9 @@ class ConsumerRunner:
                     present = inspect(conn).has_table(inbox_table.name, schema=self.config.schema)
                 break
             except DBAPIError as exc:
-                if attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError):
-                    msg = f"database at {redact_url(self._engine.url)} unreachable: {type(exc.orig).__name__}"
+                last = attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError)
+                if last or _refused_for_good(exc):
+                    msg = f"database at {redact_url(self._engine.url)} unreachable: {driver_reason(exc)}"
                     raise StorageError(msg) from exc
                 self._log.warning(
                     "inbox.database_unavailable", error=type(exc.orig).__name__, attempt=attempt + 1
@@ -522,3 +524,14 @@ async def _wait_event(event: threading.Event, seconds: float) -> None:
     # A threading.Event shared with worker threads cannot be awaited: poll it.
     while not event.is_set() and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110
         await asyncio.sleep(min(left, 0.05))
+
+
+# Waiting cannot fix these: a mistyped database name, a wrong password or role,
+# a pg_hba.conf refusal. Say so at once instead of after ~10 s of retries (#9).
+_REFUSED_FOR_GOOD = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
+
+
+def _refused_for_good(exc: DBAPIError) -> bool:
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    text = str(exc.orig).lower()
+    return sqlstate.startswith(("3D", "28")) or any(marker in text for marker in _REFUSED_FOR_GOOD)

@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from ._redact import redact_url
 from ._schema import check_schema_dialect
+from ._urls import invalid_database_url
 from .config import DEFAULT_TABLE, OutboxConfig
 from .errors import ConfigError, StorageError
 
@@ -86,8 +87,7 @@ def _check_url(url: str, config: OutboxConfig | None = None) -> None:
     try:
         engine = create_engine(url, poolclass=NullPool)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
-        raise ConfigError(msg) from None
+        raise invalid_database_url(url, exc) from None
     engine.dispose()
     check_schema_dialect(engine.dialect.name, (config or OutboxConfig()).schema)
 

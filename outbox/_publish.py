@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from ._dberrors import driver_reason
 from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
 from .config import OutboxConfig
@@ -211,7 +212,7 @@ def _storage_error(exc: DBAPIError, table: Table) -> StorageError:
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
         return SchemaMissingError(f"outbox table {table.fullname!r} is missing: {MIGRATE_HINT}")
-    return StorageError(f"could not write to the outbox: {type(exc.orig).__name__}")
+    return StorageError(f"could not write to the outbox: {driver_reason(exc)}")
 
 
 def _row(message: object, cfg: OutboxConfig, now: dt.datetime) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from outbox import ConfigError, SchemaMissingError, StorageError, redact_url, use_schema
+from outbox import SchemaMissingError, StorageError, redact_url, use_schema
+from outbox._dberrors import driver_reason
+from outbox._urls import invalid_database_url
 from outbox.errors import MIGRATE_HINT
 from outbox.tables import OutboxTables
 
@@ -33,8 +35,7 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
             # disconnect error is invalidated by SQLAlchemy and the loop retries.
             engine = create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        msg = f"invalid database URL {redact_url(url)}: {type(exc).__name__}"
-        raise ConfigError(msg) from None
+        raise invalid_database_url(url, exc) from None
     return use_schema(engine, schema)
 
 
@@ -45,8 +46,9 @@ def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
     text = str(orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
         return SchemaMissingError(f"outboxkit tables missing in {where}: {MIGRATE_HINT}")
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return StorageError(f"database {where} failed: {type(orig).__name__}: {_mask(first, engine)}")
+    return StorageError(
+        f"database {where} failed: {type(orig).__name__}: {_mask(driver_reason(exc), engine)}"
+    )
 
 
 def _mask(text: str, engine: Engine) -> str:

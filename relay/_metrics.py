@@ -24,6 +24,8 @@ from prometheus_client import (
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from outbox import ConfigError
+
 from ._status import read_backlog
 
 if TYPE_CHECKING:
@@ -126,7 +128,11 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 del format, args  # scrapes are not worth a log line
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # port taken, address not local: a setting to fix, not a crash (#9)
+            msg = f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            raise ConfigError(msg) from exc
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from outbox import OutboxConfig, SchemaMissingError, StorageError, default_serializer, outbox_tables
+from outbox._dberrors import driver_reason
 from outbox.errors import MIGRATE_HINT
 
 from ._definition import SagaData
@@ -93,7 +94,7 @@ def storage_error(exc: DBAPIError, what: str) -> StorageError:
     text = str(exc.orig).lower()
     if "no such table" in text or ("does not exist" in text and "relation" in text):
         return SchemaMissingError(f"the saga tables are missing: {MIGRATE_HINT}")
-    return StorageError(f"could not {what}: {type(exc.orig).__name__}")
+    return StorageError(f"could not {what}: {driver_reason(exc)}")
 
 
 def select_instance(session: Session, saga_id: uuid.UUID, *, lock: bool) -> SagaInstance | None:

@@ -35,10 +35,21 @@ def load_registry(target: str) -> Registry:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        msg = (
+            f"cannot import {module_name!r}: {exc}; modules are looked up in the working directory"
+            f" ({cwd}) and on PYTHONPATH: run from the project root or set PYTHONPATH"
+        )
+        raise ConfigError(msg) from exc
     except ImportError as exc:
         msg = f"cannot import {module_name!r}: {exc}"
         raise ConfigError(msg) from exc
-    registry = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        found = sorted(name for name, value in vars(module).items() if isinstance(value, Registry))
+        have = ", ".join(f"{module_name}:{name}" for name in found) or "none"
+        msg = f"module {module_name!r} has no attribute {attribute!r} (registries in it: {have})"
+        raise ConfigError(msg)
+    registry = getattr(module, attribute)
     if not isinstance(registry, Registry):
         msg = f"{target!r} is not an inbox.Registry (got {type(registry).__name__})"
         raise ConfigError(msg)

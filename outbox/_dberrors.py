@@ -1,0 +1,31 @@
+"""The reason of a driver error, safe to show: message and SQLSTATE, no values (issue #9).
+
+psycopg's primary message (``diag.message_primary``) leaves out DETAIL and
+CONTEXT, which quote row values (``Key (id)=(42) already exists``, the failing
+row of a NOT NULL violation); SQLAlchemy's own text adds the SQL and its
+parameters, so only the driver exception is read. Values some primary
+messages quote (``invalid input syntax for type uuid: "..."``) and URL
+passwords are masked.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["driver_reason"]
+
+_QUOTED_VALUE = re.compile(r': "[^"]*"$')
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def driver_reason(exc: BaseException) -> str:
+    """``"permission denied for table outbox (SQLSTATE 42501)"`` for a driver error or its wrapper."""
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = str(primary or orig).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    first = _URL_PASSWORD.sub(r"\g<head>***@", _QUOTED_VALUE.sub(': "***"', first))
+    sqlstate = getattr(orig, "sqlstate", None)
+    reason = first or type(orig).__name__
+    return f"{reason} (SQLSTATE {sqlstate})" if sqlstate else reason
