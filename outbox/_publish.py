@@ -250,8 +250,11 @@ def _check_topic(topic: object) -> str:
 def _check_key(key: object, cfg: OutboxConfig) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key:
+    if not isinstance(key, str):
         msg = f"key must be a non-empty str or None, got {type(key).__name__}"
+        raise ValidationError(msg)
+    if not key:
+        msg = "key is empty: pass None for a message without a key"
         raise ValidationError(msg)
     if len(key) > cfg.max_key_length:
         msg = f"key is {len(key)} characters long; the limit is {cfg.max_key_length}"

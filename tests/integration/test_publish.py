@@ -70,7 +70,7 @@ def test_publish_commit_writes_row_with_envelope_fields(engine: sa.Engine) -> No
     assert row.message_id == message_id
     assert row.topic == "orders.created"
     assert row.key == "o-1"
-    assert row.key_hash == outbox.key_hash("o-1", message_id)
+    assert row.key_hash == 0xCD3E0FDA  # CRC-32 of b"o-1", computed by hand with the IEEE polynomial
     assert row.type == "OrderCreated"
     assert row.source == "outboxkit"
     assert _doc(row.headers) == {"correlation_id": "c-1"}
@@ -249,3 +249,9 @@ def test_publish_stores_json_documents_not_strings_on_postgresql(pg_url: str) ->
         ).one()
     engine.dispose()
     assert tuple(row) == ("object", "o-1", "object", "c")
+
+
+def test_publish_empty_key_says_empty(engine: sa.Engine) -> None:
+    """An empty key is refused with a message that says it is empty, not that it is the wrong type (#9)."""
+    with Session(engine) as session, pytest.raises(ValidationError, match="key is empty"):
+        publish(session, "orders.created", {"ok": True}, key="")
