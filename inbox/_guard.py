@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from outbox import ConfigError, OutboxError
+from outbox._publish import PENDING_PUBLISHES
 
 __all__ = ["HandlerContractError", "HandlerSession", "call_sync", "check_signature", "guarded"]
 
@@ -55,11 +56,24 @@ class guarded:  # noqa: N801 - used as a context manager, like contextlib's
     def __enter__(self) -> None:
         self._info[_RUNNING] = True
         self._info.pop(_COMMITTED, None)
+        self._info[PENDING_PUBLISHES] = []
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._info.pop(_RUNNING, None)
-        if self._info.pop(_COMMITTED, False) and exc_type is None:
+        unawaited = [
+            c
+            for c in self._info.pop(PENDING_PUBLISHES, [])
+            if inspect.iscoroutine(c) and inspect.getcoroutinestate(c) == inspect.CORO_CREATED
+        ]
+        for coroutine in unawaited:
+            coroutine.close()
+        if exc_type is not None:
+            return
+        if self._info.pop(_COMMITTED, False):
             msg = "handler called session.commit(): the runner commits; effects were rolled back"
+            raise HandlerContractError(msg)
+        if unawaited:
+            msg = "handler did not await a publish call: its message was not written; `await` it"
             raise HandlerContractError(msg)
 
 

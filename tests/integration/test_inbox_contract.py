@@ -123,3 +123,19 @@ async def test_handler_returning_coroutine_fails_message(
     assert _outbox_rows(app_db) == 0
     assert {d.deliveries for d in letters} == {1}
     assert all("returned an un-awaited coroutine" in d.error for d in letters), letters
+
+
+async def _forgets_await(message: Envelope, session: AsyncSession) -> None:
+    await session.execute(insert(effect).values(message_id=str(message.id), n=1))
+    inbox.publish_follow_up_async(session, message, "payments.charged", {"ok": True})  # no await
+
+
+@pytest.mark.parametrize("mode", [inbox.Mode.MESSAGE, inbox.Mode.BATCH])
+async def test_handler_unawaited_publish_fails_message(
+    app_db: str, redis_url: str, redis_client: redis.Redis, stream_prefix: str, mode: inbox.Mode
+) -> None:
+    """An async handler that forgets to await its follow-up publish is dead-lettered, not handled (#9)."""
+    letters = await _consume_one(_forgets_await, app_db, redis_url, redis_client, stream_prefix, mode)
+    assert count_effects(app_db) == 0
+    assert _outbox_rows(app_db) == 0
+    assert all("did not await a publish call" in d.error for d in letters), letters
