@@ -26,6 +26,7 @@ from ._dedup import (
     record_messages_async,
 )
 from ._follow_up import follow_up_headers, publish_follow_up, publish_follow_up_async
+from ._guard import HandlerContractError
 from ._parking import PARKED_ERROR
 from ._registry import HandlerSpec, Registry, Reject
 from ._retention import purge_inbox
@@ -40,6 +41,7 @@ __all__ = [
     "ConsumerRunner",
     "DeadLetter",
     "GroupStatus",
+    "HandlerContractError",
     "HandlerSpec",
     "Mode",
     "Outcome",

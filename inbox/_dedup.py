@@ -31,6 +31,7 @@ from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
 from outbox._dberrors import driver_reason
 from outbox.errors import MIGRATE_HINT
 
+from ._guard import call_sync, guarded
 from .tables import inbox
 
 __all__ = [
@@ -251,7 +252,8 @@ def process(
     """
     if not record_message(session, consumer, message.id, topic=message.topic, attempts=attempts):
         return Outcome.DUPLICATE
-    handler(message, session)
+    with guarded(session.info):
+        call_sync(handler, message, session, getattr(handler, "__qualname__", repr(handler)))
     return Outcome.PROCESSED
 
 
@@ -264,5 +266,6 @@ async def process_async(
     """
     if not await record_message_async(session, consumer, message.id, topic=message.topic, attempts=attempts):
         return Outcome.DUPLICATE
-    await handler(message, session)
+    with guarded(session.info):
+        await handler(message, session)
     return Outcome.PROCESSED

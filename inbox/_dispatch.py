@@ -16,6 +16,7 @@ from outbox.brokers import Delivery
 
 from ._config import Mode
 from ._dedup import AsyncHandler, Outcome, process_async, record_messages_async
+from ._guard import HandlerContractError, HandlerSession, guarded
 from ._handling import Item, SyncDispatcher, Verdict, error_text
 from ._registry import Reject
 
@@ -103,7 +104,12 @@ class Dispatcher(SyncDispatcher):
         if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
             msg = "async handlers need an async engine"
             raise StorageError(msg)
-        async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
+        async with (
+            AsyncSession(
+                self._async_engine, expire_on_commit=False, sync_session_class=HandlerSession
+            ) as session,
+            session.begin(),
+        ):
             fresh = await record_messages_async(
                 session,
                 self._consumer,
@@ -116,7 +122,8 @@ class Dispatcher(SyncDispatcher):
                 if message_id in fresh:
                     fresh.discard(message_id)
                     handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
-                    await handler(item.message, session)
+                    with guarded(session.info):
+                        await handler(item.message, session)
                     outcomes.append(Outcome.PROCESSED)
                 else:
                     outcomes.append(Outcome.DUPLICATE)
@@ -137,7 +144,8 @@ class Dispatcher(SyncDispatcher):
                     self._dead_letter, item.delivery, item.message, error, attempt, stop
                 )
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything
-                verdict = self._verdict(item, exc, attempt, stop)
+                final = isinstance(exc, HandlerContractError)  # retrying cannot fix it
+                verdict = self._verdict(item, exc, self._config.max_deliveries if final else attempt, stop)
                 if verdict is Verdict.DEAD:
                     error = error_text(exc)
                     return await asyncio.to_thread(
@@ -162,7 +170,12 @@ class Dispatcher(SyncDispatcher):
         with structlog.contextvars.bound_contextvars(
             message_id=str(item.message.id), correlation_id=item.message.correlation_id
         ):
-            async with AsyncSession(self._async_engine, expire_on_commit=False) as session, session.begin():
+            async with (
+                AsyncSession(
+                    self._async_engine, expire_on_commit=False, sync_session_class=HandlerSession
+                ) as session,
+                session.begin(),
+            ):
                 handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
                 outcome = await process_async(
                     session, self._consumer, item.message, handler, attempts=attempt

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Mapping
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from outbox import Envelope, JSONValue, publish
+from outbox import Envelope, JSONValue, ValidationError, publish
 
 __all__ = ["follow_up_headers", "publish_follow_up", "publish_follow_up_async"]
 
@@ -41,8 +41,19 @@ def publish_follow_up(
 ) -> uuid.UUID:
     """Publish through the outbox in the handler's transaction, with :func:`follow_up_headers`.
 
+    Raises:
+        ValidationError: ``session`` is an ``AsyncSession`` (use
+            ``await publish_follow_up_async(...)``), or the message was refused.
+
     .. versionadded:: 0.1
     """
+    candidate: object = session  # a runtime check: an AsyncSession here used to write nothing
+    if isinstance(candidate, AsyncSession | AsyncConnection):
+        msg = (
+            "publish_follow_up needs a sync Session;"
+            " with an AsyncSession use `await publish_follow_up_async(...)`"
+        )
+        raise ValidationError(msg)
     return publish(session, topic, payload, key=key, type=type, headers=follow_up_headers(cause, headers))
 
 
@@ -58,6 +69,13 @@ def publish_follow_up_async(
 ) -> Awaitable[uuid.UUID]:
     """Async form of :func:`publish_follow_up`: ``await`` it.
 
+    Raises:
+        ValidationError: ``session`` is a sync ``Session`` (use :func:`publish_follow_up`).
+
     .. versionadded:: 0.1
     """
+    candidate: object = session
+    if not isinstance(candidate, AsyncSession | AsyncConnection):
+        msg = "publish_follow_up_async needs an AsyncSession; with a sync Session use publish_follow_up(...)"
+        raise ValidationError(msg)
     return publish(session, topic, payload, key=key, type=type, headers=follow_up_headers(cause, headers))

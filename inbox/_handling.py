@@ -22,7 +22,6 @@ import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
 
 from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
 from outbox._crashpoints import crash_point
@@ -37,6 +36,7 @@ from ._dedup import (
     process,
     record_messages,
 )
+from ._guard import HandlerContractError, HandlerSession, call_sync, guarded
 from ._parking import PARKED_ERROR, parked_keys
 from ._registry import HandlerSpec, Registry, Reject
 from .tables import inbox
@@ -330,7 +330,8 @@ class SyncDispatcher:
                     item.delivery, item.message, f"rejected: {exc.reason}", attempt, stop
                 )
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything
-                verdict = self._verdict(item, exc, attempt, stop)
+                final = isinstance(exc, HandlerContractError)  # retrying cannot fix it
+                verdict = self._verdict(item, exc, self._config.max_deliveries if final else attempt, stop)
                 if verdict is Verdict.DEAD:
                     return self._dead_letter(item.delivery, item.message, error_text(exc), attempt, stop)
                 if verdict is Verdict.LEAVE:
@@ -353,7 +354,7 @@ class SyncDispatcher:
             structlog.contextvars.bound_contextvars(
                 message_id=str(item.message.id), correlation_id=item.message.correlation_id
             ),
-            Session(self._engine, expire_on_commit=False) as session,
+            HandlerSession(self._engine, expire_on_commit=False) as session,
             session.begin(),
         ):
             handler: SyncHandler = item.spec.func  # type: ignore[assignment]
@@ -402,7 +403,7 @@ class SyncDispatcher:
         )
 
     def _execute_batch_sync(self, items: list[Item]) -> list[Outcome]:
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+        with HandlerSession(self._engine, expire_on_commit=False) as session, session.begin():
             fresh = record_messages(
                 session,
                 self._consumer,
@@ -415,7 +416,8 @@ class SyncDispatcher:
                 if message_id in fresh:
                     fresh.discard(message_id)  # the same id twice in one batch runs once
                     handler: SyncHandler = item.spec.func  # type: ignore[assignment]
-                    handler(item.message, session)
+                    with guarded(session.info):
+                        call_sync(handler, item.message, session, item.spec.name)
                     outcomes.append(Outcome.PROCESSED)
                 else:
                     outcomes.append(Outcome.DUPLICATE)

@@ -11,6 +11,7 @@ from typing import TypeVar
 from outbox import TOPIC_PATTERN, ConfigError, Envelope
 
 from ._dedup import AsyncHandler, SyncHandler
+from ._guard import check_signature
 
 __all__ = ["HandlerSpec", "Registry", "Reject"]
 
@@ -100,6 +101,7 @@ class Registry:
             raise ConfigError(msg)
         wanted = _types(types)
         spec = HandlerSpec(topic=topic, types=wanted, func=func, is_async=inspect.iscoroutinefunction(func))
+        check_signature(func, spec.name)
         for other in self._by_topic.get(topic, []):
             if (other.types is None and wanted is None) or (
                 other.types is not None and wanted is not None and other.types & wanted

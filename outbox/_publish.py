@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -47,6 +47,9 @@ TOPIC_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,248}"
 _TOPIC = re.compile(TOPIC_PATTERN)
 _MAX_TYPE_LENGTH = 255
 _DEFAULT_CONFIG = OutboxConfig()
+PENDING_PUBLISHES = "outboxkit.pending_publishes"
+"""``session.info`` key: while the inbox runs a handler it holds a list, and async
+publishes are recorded there, so one the handler never awaited fails its message."""
 
 SyncTarget = Session | Connection
 AsyncTarget = AsyncSession | AsyncConnection
@@ -142,8 +145,16 @@ def publish(
         available_at=available_at,
     )
     if isinstance(target, AsyncSession | AsyncConnection):
-        return _first(publish_many(target, [message], config=config))
+        first = _first(publish_many(target, [message], config=config))
+        _track(target, first)  # both coroutines, so an un-awaited one is closed without a warning
+        return first
     return publish_many(target, [message], config=config)[0]
+
+
+def _track(target: AsyncTarget, pending: Coroutine[Any, Any, object]) -> None:
+    tracked = target.info.get(PENDING_PUBLISHES) if isinstance(target, AsyncSession) else None
+    if isinstance(tracked, list):
+        tracked.append(pending)
 
 
 async def _first(ids: Awaitable[list[uuid.UUID]]) -> uuid.UUID:
@@ -181,7 +192,9 @@ def publish_many(
     table = outbox_tables(cfg).outbox
     ids = [row["message_id"] for row in rows]
     if isinstance(target, AsyncSession | AsyncConnection):
-        return _insert_async(target, table, rows, ids)
+        pending = _insert_async(target, table, rows, ids)
+        _track(target, pending)
+        return pending
     sync_target: object = target
     if not isinstance(sync_target, Session | Connection):
         msg = (
@@ -250,8 +263,11 @@ def _check_topic(topic: object) -> str:
 def _check_key(key: object, cfg: OutboxConfig) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key:
+    if not isinstance(key, str):
         msg = f"key must be a non-empty str or None, got {type(key).__name__}"
+        raise ValidationError(msg)
+    if not key:
+        msg = "key is empty: pass None for a message without a key"
         raise ValidationError(msg)
     if len(key) > cfg.max_key_length:
         msg = f"key is {len(key)} characters long; the limit is {cfg.max_key_length}"

@@ -85,8 +85,10 @@ class Consumer:
 def consumers(tmp_path: pathlib.Path, app_db: str, redis_url: str, stream_prefix: str) -> Iterator[callable]:  # type: ignore[valid-type]
     started: list[Consumer] = []
 
-    def start(name: str, **env: str) -> Consumer:
+    def start(name: str, mode: str = "message", **env: str) -> Consumer:
         args = [
+            "--mode",
+            mode,
             "--db",
             app_db,
             "--broker",
@@ -141,46 +143,55 @@ def _settled(client: redis.Redis, stream: str) -> bool:
     return info is not None and info["pending"] == 0 and info["lag"] == 0
 
 
+@pytest.mark.parametrize("mode", ["message", "batch"])
 def test_consume_killed_after_commit_before_ack_skips_duplicate(
     consumers: callable,
     app_db: str,
     redis_client: redis.Redis,
     stream_prefix: str,  # type: ignore[valid-type]
+    mode: str,
 ) -> None:
-    """SIGKILL between commit and XACK: the entry is redelivered, recognised as a duplicate and acknowledged."""
+    """SIGKILL between commit and XACK: redelivered, recognised as a duplicate, acknowledged; both modes (#9)."""
     stream = f"{stream_prefix}orders.created"
     first = entry(payload={"n": 1})
+    second = entry(payload={"n": 2})
     redis_client.xadd(stream, first)
-    redis_client.xadd(stream, entry(payload={"n": 2}))
-    a = consumers("a", INBOX_E2E_KILL_AFTER_COMMIT="1")
+    redis_client.xadd(stream, second)
+    a = consumers("a", mode, INBOX_E2E_KILL_AFTER_COMMIT="1")
     assert a.wait() == -signal.SIGKILL
-    assert count_effects(app_db) == 1
-    assert _pending(redis_client, stream) == 2  # the first committed but never acknowledged
-    b = consumers("b")
+    # Per message, only the first committed; a batch commits both entries in one transaction.
+    committed = [first] if mode == "message" else [first, second]
+    assert count_effects(app_db) == len(committed)
+    assert _pending(redis_client, stream) == 2  # committed but never acknowledged
+    b = consumers("b", mode)
     wait_until(lambda: _settled(redis_client, stream))
     b.proc.send_signal(signal.SIGTERM)
     assert b.wait() == 0
     assert count_effects(app_db) == 2
     skipped = [e for e in b.events() if e.get("event") == "inbox.duplicate_skipped"]
-    assert [(e["message_id"], e["consumer"], e["attempt"]) for e in skipped] == [(first["id"], "billing", 2)]
+    assert [(e["message_id"], e["consumer"], e["attempt"]) for e in skipped] == [
+        (m["id"], "billing", 2) for m in committed
+    ]
 
 
+@pytest.mark.parametrize("mode", ["message", "batch"])
 def test_consume_killed_mid_handler_is_retried_by_another_consumer(
     consumers: callable,
     app_db: str,
     redis_client: redis.Redis,
     stream_prefix: str,
     tmp_path: pathlib.Path,  # type: ignore[valid-type]
+    mode: str,
 ) -> None:
-    """SIGKILL inside a handler: a standby consumer takes the partition over and applies the effect once."""
+    """SIGKILL inside a handler: a standby consumer takes the partition over, effect once; both modes (#9)."""
     stream = f"{stream_prefix}orders.created"
     marker = tmp_path / "in-handler"
     hung = entry(payload={"n": 1})
     redis_client.xadd(stream, hung)
     redis_client.xadd(stream, entry(payload={"n": 2}))
-    a = consumers("a", INBOX_E2E_HANG_ON="1", INBOX_E2E_MARKER=str(marker))
+    a = consumers("a", mode, INBOX_E2E_HANG_ON="1", INBOX_E2E_MARKER=str(marker))
     wait_until(marker.exists)
-    b = consumers("b")  # a standby: the partition's lease is a's
+    b = consumers("b", mode)  # a standby: the partition's lease is a's
     time.sleep(0.5)
     a.proc.kill()
     assert a.wait() == -signal.SIGKILL
@@ -188,7 +199,13 @@ def test_consume_killed_mid_handler_is_retried_by_another_consumer(
     b.proc.send_signal(signal.SIGTERM)
     assert b.wait() == 0
     assert count_effects(app_db) == 2
-    handled = {e["message_id"]: e for e in b.events() if e.get("event") == "inbox.message_handled"}
+    events = b.events()
+    if mode == "batch":  # a batch logs one line with its count; a lone entry logs its own
+        batches = [e for e in events if e.get("event") == "inbox.batch_handled"]
+        alone = [e for e in events if e.get("event") == "inbox.message_handled"]
+        assert sum(int(str(e["processed"])) for e in batches) + len(alone) == 2, events
+        return
+    handled = {e["message_id"]: e for e in events if e.get("event") == "inbox.message_handled"}
     assert handled[hung["id"]]["attempt"] == 2
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
 import redis
 import sqlalchemy as sa
 
-from outbox.crashtest import CRASH_POINTS, crash_matrix, run_process
+from outbox.crashtest import CRASH_POINTS, CrashHarness, crash_matrix, run_process
 from tests._cli import cli_env
 from tests._inbox import count_effects, domain, effect, entry
 
@@ -56,3 +57,29 @@ def test_crashtest_reports_a_point_never_reached() -> None:
     assert failures == ["inbox.after_commit: the process never reached the crash point (exit 0)"]
     with pytest.raises(ValueError, match="unknown crash point"):
         run_process([sys.executable, "-c", "pass"], crash_at="nowhere")
+
+
+def test_crashtest_fixture_kills_consumer_after_commit_and_recovery_skips_duplicate(
+    outboxkit_crash: CrashHarness, pg_url: str, redis_url: str, stream_prefix: str, redis_client: redis.Redis
+) -> None:
+    """The outboxkit_crash fixture: SIGKILL after commit, the recovery run skips the duplicate (#9)."""
+    engine = sa.create_engine(pg_url)
+    domain.create_all(engine)
+    engine.dispose()
+    stream = f"{stream_prefix}orders.created"
+    redis_client.xadd(stream, entry(payload={"n": 1}, key="o-1"))
+    argv = [
+        sys.executable, "-m", "relay.cli", "--log-format", "json", "consume", "tests.e2e.inbox_app:registry",
+        "--db", pg_url, "--broker", redis_url, "--group", "billing", "--consumer-name", "c1",
+        "--stream-prefix", stream_prefix, "--lease-ttl", "1", "--claim-idle", "0.5", "--block", "0.2",
+        "--retention", "0", "--once",
+    ]  # fmt: skip
+    outboxkit_crash.env = cli_env()
+    crashed = outboxkit_crash.crash(argv, "inbox.after_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.output
+    assert count_effects(pg_url) == 1  # committed, never acknowledged
+    recovered = outboxkit_crash.recover(argv)
+    assert recovered.returncode == 0, recovered.output
+    assert count_effects(pg_url) == 1
+    assert '"inbox.duplicate_skipped"' in recovered.output
+    assert [run.crash_at for run in outboxkit_crash.runs] == ["inbox.after_commit", None]

@@ -264,6 +264,24 @@ def test_relay_status_shows_backlog_and_why(tmp_path: Path) -> None:
     assert "dead letters: 0" in result.stdout
 
 
+def test_relay_status_counts_rows_in_backoff_and_behind_a_parked_key(pg_url: str) -> None:
+    """`status` on PostgreSQL counts a row in retry backoff and the rows of its key waiting behind it (#9)."""
+    write_events(pg_url, 6, keys=2)  # k0: seq 0, 2, 4; k1: seq 1, 3, 5
+    engine = create_engine(pg_url, poolclass=NullPool)
+    with engine.begin() as conn:  # the relay failed to publish seq 0 and parked it for an hour
+        conn.execute(
+            text(
+                "UPDATE outbox SET attempts = 1, next_attempt_at = now() + interval '1 hour'"
+                " WHERE id = (SELECT min(id) FROM outbox)"
+            )
+        )
+    engine.dispose()
+    result = run_cli("status", "--db", pg_url)
+    assert result.returncode == 0, result.stderr
+    assert "backlog: 6 rows unpublished" in result.stdout
+    assert "due now: 3; delayed: 0; in retry backoff: 1; waiting behind a parked key: 2" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

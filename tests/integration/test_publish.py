@@ -70,7 +70,7 @@ def test_publish_commit_writes_row_with_envelope_fields(engine: sa.Engine) -> No
     assert row.message_id == message_id
     assert row.topic == "orders.created"
     assert row.key == "o-1"
-    assert row.key_hash == outbox.key_hash("o-1", message_id)
+    assert row.key_hash == 0xCD3E0FDA  # CRC-32 of b"o-1", computed by hand with the IEEE polynomial
     assert row.type == "OrderCreated"
     assert row.source == "outboxkit"
     assert _doc(row.headers) == {"correlation_id": "c-1"}
@@ -249,3 +249,23 @@ def test_publish_stores_json_documents_not_strings_on_postgresql(pg_url: str) ->
         ).one()
     engine.dispose()
     assert tuple(row) == ("object", "o-1", "object", "c")
+
+
+def test_publish_empty_key_says_empty(engine: sa.Engine) -> None:
+    """An empty key is refused with a message that says it is empty, not that it is the wrong type (#9)."""
+    with Session(engine) as session, pytest.raises(ValidationError, match="key is empty"):
+        publish(session, "orders.created", {"ok": True}, key="")
+
+
+def test_publish_jsonb_rewrites_numbers_on_postgresql(pg_url: str) -> None:
+    """PostgreSQL jsonb prints 1e300, -0.0 and 2.5e-08 in plain decimals, as docs/wire-format.md says (#9)."""
+    eng = sa.create_engine(pg_url)
+    try:
+        with Session(eng) as session, session.begin():
+            publish(session, "numbers", {"big": 1e300, "negzero": -0.0, "small": 2.5e-08})
+        table = outbox.outbox_tables().outbox
+        with eng.connect() as conn:
+            text = conn.execute(sa.select(sa.cast(table.c.payload, sa.Text))).scalar_one()
+    finally:
+        eng.dispose()
+    assert text == '{"big": 1' + "0" * 300 + ', "small": 0.000000025, "negzero": 0.0}'

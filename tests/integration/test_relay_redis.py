@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url as sa_url
 from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
@@ -268,7 +269,11 @@ def test_relay_survives_postgres_restart(pg_server_factory: object, redis_url: s
         after = write_events(url, 30, start=30)
         wait_until(lambda: outbox_count(url) == 0, timeout=30)
     assert_complete_and_ordered(redis_entries(redis_client, [stream]), first + after)
-    del logs
+    # The restart was seen (not slept through) and logged without the database password (#9).
+    events = {e["event"] for e in logs}
+    assert events & {"relay.database_unavailable", "relay.listen_lost"}, sorted(events)
+    password = sa_url(url).password
+    assert not password or str(password) not in repr(logs)
 
 
 def test_relay_password_never_logged(pg_url: str, redis_server_factory: object, stream_prefix: str) -> None:

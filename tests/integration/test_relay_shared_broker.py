@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 import outbox
@@ -49,3 +49,12 @@ def test_relay_shared_broker_restart_of_one_service_does_not_fence_another(tmp_p
         assert _relay_once(a, broker, timeout=20)
     _write(b)
     assert _relay_once(b, broker, timeout=5)
+    # The fencing path was reached: a's restarts raised its fences to epoch 3, b's stay apart at 1 (#9).
+    engine = create_engine(broker)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, epoch FROM outboxkit_stream_fence")).all()
+    engine.dispose()
+    epochs: dict[str, set[int]] = {}
+    for name, epoch in rows:
+        epochs.setdefault(str(name).split(":", 1)[0], set()).add(int(epoch))
+    assert sorted(map(frozenset, epochs.values()), key=min) == [frozenset({1}), frozenset({3})]

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import inbox
@@ -139,3 +140,28 @@ def test_consumer_config_validates() -> None:
         inbox.ConsumerConfig(group="g", block=dt.timedelta(0))
     config = inbox.ConsumerConfig(group="g", claim_idle=dt.timedelta(seconds=10), max_deliveries=3)
     assert config.redelivery_horizon == dt.timedelta(seconds=60) + config.lease_ttl
+
+
+def test_registry_refuses_handler_with_wrong_signature() -> None:
+    """A handler that cannot take (message, session) is refused when decorated, naming it (issue #9)."""
+    registry = inbox.Registry()
+
+    def charge(message: Envelope) -> None: ...
+
+    with pytest.raises(ConfigError, match=r"charge must accept \(message, session\)"):
+        registry.handler("orders.created")(charge)  # type: ignore[arg-type]
+    assert len(registry) == 0
+
+
+def test_publish_follow_up_refuses_async_session() -> None:
+    """The sync follow-up given an AsyncSession raises instead of writing nothing (issue #9)."""
+    engine = create_async_engine("sqlite+aiosqlite://")
+    session = AsyncSession(engine)
+    with pytest.raises(ValidationError, match="use `await publish_follow_up_async"):
+        inbox.publish_follow_up(session, _message(), "payments.charged", {"ok": True})  # type: ignore[arg-type]
+
+
+async def test_publish_follow_up_async_refuses_sync_session() -> None:
+    """The async follow-up given a sync Session raises instead of publishing outside the await (issue #9)."""
+    with Session(memory_engine()) as session, pytest.raises(ValidationError, match="use publish_follow_up"):
+        await inbox.publish_follow_up_async(session, _message(), "payments.charged", {"ok": True})  # type: ignore[arg-type]

@@ -100,3 +100,14 @@ def test_serializer_refuses_circular_structures() -> None:
     loop.append(loop)
     with pytest.raises(SerializationError):
         default_serializer(loop)
+
+
+def test_serializer_writes_naive_datetime_without_offset() -> None:
+    """A naive datetime is written as ISO 8601 with no offset, aware ones keep theirs (pinned for docs, #9)."""
+    naive = dt.datetime(2030, 1, 2, 3, 4, 5)  # noqa: DTZ001 - naive on purpose
+    aware = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert json.loads(default_serializer({"naive": naive, "aware": aware, "day": naive.date()})) == {
+        "naive": "2030-01-02T03:04:05",
+        "aware": "2030-01-02T03:04:05+02:00",
+        "day": "2030-01-02",
+    }

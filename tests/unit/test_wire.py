@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox import DecodeError, decode_entry, default_serializer, encode_entry
+from outbox import DecodeError, decode_entry, default_serializer, encode_entry, key_hash
 
 _text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
 _json = st.recursive(
@@ -101,3 +101,34 @@ def test_wire_decode_of_garbage_raises_only_decode_error(garbage: dict[bytes, by
         decode_entry(garbage)
     except DecodeError:
         pass
+
+
+def _crc32_reference(data: bytes) -> int:
+    """Bitwise CRC-32 from the reflected IEEE 802.3 polynomial 0xEDB88320, independent of zlib."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("123456789", 0xCBF43926),  # the published CRC-32 check value
+        ("", 0),
+        ("o-1", 0xCD3E0FDA),
+        ("customer-42", _crc32_reference(b"customer-42")),
+        ("\u00e9t\u00e9", _crc32_reference("\u00e9t\u00e9".encode())),
+    ],
+)
+def test_key_hash_matches_fixed_crc32_vectors(key: str, expected: int) -> None:
+    """key_hash is CRC-32 of the UTF-8 key, checked against fixed vectors, not against itself (#9)."""
+    assert key_hash(key, uuid.UUID(int=0)) == expected
+
+
+def test_key_hash_of_keyless_message_is_crc32_of_id_bytes() -> None:
+    """A message without a key hashes its 16 id bytes, checked against the reference CRC-32 (#9)."""
+    message_id = uuid.UUID("0190f0e0-0000-7000-8000-000000000001")
+    assert key_hash(None, message_id) == _crc32_reference(message_id.bytes)
