@@ -50,3 +50,35 @@ def test_status_shows_consumer_group_lag_sagas_and_open_transactions(
     assert (group["group"], group["lag"], group["behind"]) == ("billing", 3, 3)
     assert report["sagas"] == [{"type": "order", "state": "running", "count": 1}]
     assert report["open_transactions"]["count"] == 1
+
+
+def test_status_counts_consumer_dead_letters_and_versions_json(pg_url: str) -> None:
+    """A consumer's dead letter shows in text and JSON beside the relay's, and the JSON has a version (#9)."""
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO outboxkit_inbox_dead_letter (consumer, stream, entry_id, fields, error,"
+                " deliveries, dead_lettered_at) VALUES ('billing', 's', '1-0', '{}', 'boom', 5, now())"
+            )
+        )
+    engine.dispose()
+    text = run_cli("status", "--db", pg_url)
+    report = json.loads(run_cli("status", "--db", pg_url, "--json").stdout)
+    assert text.returncode == 0, text.stderr
+    assert "relay dead letters: 0" in text.stdout
+    assert "consumer dead letters: 1" in text.stdout
+    assert "  consumer dead letters billing: 1" in text.stdout
+    assert report["version"] == 1
+    assert report["consumer_dead_letters_by_group"] == {"billing": 1}
+
+
+def test_status_exits_nonzero_on_unreachable_broker(pg_url: str) -> None:
+    """`status --broker` on a broker nobody listens on says UNREACHABLE and exits 1, text and JSON (#9)."""
+    dead = "redis://127.0.0.1:1/0"
+    text = run_cli("status", "--db", pg_url, "--broker", dead)
+    as_json = run_cli("status", "--db", pg_url, "--broker", dead, "--json")
+    assert text.returncode == 1, text.stderr
+    assert "UNREACHABLE" in text.stdout
+    assert as_json.returncode == 1, as_json.stderr
+    assert json.loads(as_json.stdout)["broker"]["reachable"] is False
