@@ -87,7 +87,9 @@ def relay(
     metrics_port: Annotated[
         int | None, _opt("--metrics-port", "Serve /metrics and /healthz on this port.")
     ] = None,
-    metrics_host: Annotated[str, _opt("--metrics-host", "Address of the metrics server.")] = "0.0.0.0",  # noqa: S104
+    metrics_host: Annotated[
+        str, _opt("--metrics-host", "Address of the metrics server (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
     relay_id: Annotated[
         str | None, _opt("--relay-id", "Name of this relay (default host-pid-random).")
     ] = None,

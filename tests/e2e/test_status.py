@@ -82,3 +82,16 @@ def test_status_exits_nonzero_on_unreachable_broker(pg_url: str) -> None:
     assert "UNREACHABLE" in text.stdout
     assert as_json.returncode == 1, as_json.stderr
     assert json.loads(as_json.stdout)["broker"]["reachable"] is False
+
+
+def test_cli_help_names_localhost_metrics_and_consumer_database() -> None:
+    """`relay` binds metrics to 127.0.0.1 by default like `consume`, and consumer-dead-letters' --db is the consumer's (#9)."""
+    relay_help = run_cli("relay", "--help")
+    consume_help = run_cli("consume", "--help")
+    letters_help = run_cli("consumer-dead-letters", "list", "--help")
+    assert relay_help.returncode == consume_help.returncode == letters_help.returncode == 0
+    assert "0.0.0.0]" not in relay_help.stdout
+    assert "127.0.0.1" in " ".join(relay_help.stdout.split())
+    assert "127.0.0.1" in " ".join(consume_help.stdout.split())
+    assert "outbox" not in " ".join(letters_help.stdout.split()).split("--db")[1].split("--group")[0]
+    assert "Database URL of the consumer" in " ".join(letters_help.stdout.split())
