@@ -95,3 +95,23 @@ def test_cli_help_names_localhost_metrics_and_consumer_database() -> None:
     assert "127.0.0.1" in " ".join(consume_help.stdout.split())
     assert "outbox" not in " ".join(letters_help.stdout.split()).split("--db")[1].split("--group")[0]
     assert "Database URL of the consumer" in " ".join(letters_help.stdout.split())
+
+
+def test_cli_warns_on_unknown_outboxkit_variable(pg_url: str) -> None:
+    """A misspelt OUTBOXKIT_* variable gets one warning line naming it, never its value; known ones none (#9)."""
+    result = run_cli(
+        "status",
+        "--db",
+        pg_url,
+        OUTBOXKIT_BATCHSIZE="s3cret",
+        OUTBOXKIT_STREAM_PREFIX="x",
+        OUTBOXKIT_JSON="1",
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning: unknown environment" in line]
+    assert warnings == [
+        "outboxkit: warning: unknown environment variable OUTBOXKIT_BATCHSIZE is ignored",
+        "outboxkit: warning: unknown environment variable OUTBOXKIT_JSON is ignored",
+    ]
+    assert "s3cret" not in result.stderr
+    assert "OUTBOXKIT_STREAM_PREFIX" not in result.stderr
