@@ -185,7 +185,9 @@ def consume(
             "--metrics-host", envvar="OUTBOXKIT_METRICS_HOST", help="Address of the metrics server."
         ),
     ] = "127.0.0.1",
-    once: Annotated[bool, typer.Option("--once", help="Drain every stream, then exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", envvar="OUTBOXKIT_ONCE", help="Drain every stream, then exit.")
+    ] = False,
 ) -> None:
     """Run idempotent handlers on a consumer group; SIGTERM drains and stops."""
     if not db:

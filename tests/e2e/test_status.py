@@ -115,3 +115,13 @@ def test_cli_warns_on_unknown_outboxkit_variable(pg_url: str) -> None:
     ]
     assert "s3cret" not in result.stderr
     assert "OUTBOXKIT_STREAM_PREFIX" not in result.stderr
+
+
+def test_consume_once_has_the_relays_environment_variable() -> None:
+    """`consume --once` reads OUTBOXKIT_ONCE like `relay --once`, and no OUTBOXKIT_ONCE warning is printed (#9)."""
+    consume_help = run_cli("consume", "--help", OUTBOXKIT_ONCE="1")
+    relay_help = run_cli("relay", "--help")
+    assert consume_help.returncode == relay_help.returncode == 0
+    assert "OUTBOXKIT_ONCE" in consume_help.stdout
+    assert "OUTBOXKIT_ONCE" in relay_help.stdout
+    assert "unknown environment" not in consume_help.stderr
