@@ -12,7 +12,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from outbox import OutboxConfig
+from outbox import BrokerError, OutboxConfig
 from outbox.brokers import StreamLayout
 from relay import MetricsServer, Relay, RelayConfig, RelayMetrics
 from relay._config import (
@@ -28,6 +28,7 @@ from relay._config import (
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
 from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, parse_topic_partitions, require
+from ._status_cmd import broker_reachable
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +120,11 @@ def relay(
         relay_id=relay_id,
         once=once,
     )
+    if once:  # an empty outbox never touches the broker: a dead one must not pass for "drained"
+        reachable, reason = broker_reachable(config.broker_url)
+        if not reachable:
+            msg = f"broker unavailable ({reason}): nothing relayed"
+            raise BrokerError(msg)
     metrics = RelayMetrics() if metrics_port is not None else None
     daemon = Relay(config, metrics=metrics)
     server = None

@@ -59,7 +59,7 @@ def status(
         raise storage_error(exc, engine) from None
     finally:
         engine.dispose()
-    reach = _broker_reachable(broker) if broker else None
+    reach = broker_reachable(broker) if broker else None
     groups = _groups(broker, stream_prefix) if broker and reach and reach[0] else []
     if as_json:
         report = {"version": STATUS_JSON_VERSION} | dataclasses.asdict(backlog)
@@ -152,7 +152,7 @@ def _print_sagas(sagas: list[SagaCount]) -> None:
         typer.echo(f"  {c.type}: {c.state} {c.count}")
 
 
-def _broker_reachable(url: str) -> tuple[bool, str | None]:
+def broker_reachable(url: str) -> tuple[bool, str | None]:
     """Ping the broker without writing anything."""
     publisher = connect_publisher(url)
     try:
