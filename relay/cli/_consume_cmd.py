@@ -202,7 +202,9 @@ def consume(
             "--metrics-host", envvar="OUTBOXKIT_METRICS_HOST", help="Address of the metrics server."
         ),
     ] = "127.0.0.1",
-    once: Annotated[bool, typer.Option("--once", help="Drain every stream, then exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", envvar="OUTBOXKIT_ONCE", help="Drain every stream, then exit.")
+    ] = False,
     on_dead_letter: Annotated[
         str,
         typer.Option(

@@ -21,10 +21,19 @@ from relay._db import make_engine, storage_error
 
 from ._consume_cmd import load_registry
 from ._context import DATABASE_URL_ENV
-from ._options import DbOpt, SchemaOpt, require
+from ._options import SchemaOpt, require
 
 app = typer.Typer(help="List, retry or purge consumer dead letters.", no_args_is_help=True)
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=DATABASE_URL_ENV,
+        help="Database URL of the consumer (its inbox and dead letters), as given to `consume`.",
+        show_default=False,
+    ),
+]
 GroupOpt = Annotated[
     str | None,
     typer.Option("--group", envvar="OUTBOXKIT_GROUP", help="Only this consumer group (inbox name)."),
@@ -62,7 +71,8 @@ def list_(
         else:
             error = d.error.splitlines()[0] if d.error else ""
             typer.echo(
-                f"{d.id}\t{d.consumer}\t{d.topic or '-'}\t{d.message_id or '-'}\t{d.deliveries}x\t{error}"
+                f"{d.id}\t{d.consumer}\t{d.topic or '-'}\tkey={d.key or '-'}\t{d.message_id or '-'}"
+                f"\t{d.deliveries}x\t{error}"
             )
     if not as_json:
         typer.echo(f"{len(letters)} dead letter(s)", err=True)

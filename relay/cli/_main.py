@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -81,6 +83,32 @@ def _root(
     ctx.obj = CliState(debug=debug)
 
 
+# Variables read outside the command line's options: the crash harness and the test suite.
+_OTHER_ENV_PREFIXES = ("OUTBOXKIT_CRASH_", "OUTBOXKIT_TEST_")
+
+
+def _envvars(command: object) -> Iterator[str]:
+    """Every environment variable an option of ``command`` or its subcommands reads."""
+    for param in getattr(command, "params", []):
+        envvar = getattr(param, "envvar", None)
+        yield from [envvar] if isinstance(envvar, str) else envvar or []
+    for sub in getattr(command, "commands", {}).values():
+        yield from _envvars(sub)
+
+
+def warn_unknown_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Write one stderr line per ``OUTBOXKIT_*`` variable no option reads (a misspelt one is ignored)."""
+    known = set(_envvars(typer.main.get_command(app)))
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith("OUTBOXKIT_") and name not in known and not name.startswith(_OTHER_ENV_PREFIXES)
+    )
+    for name in unknown:  # the name only: its value may be a secret
+        sys.stderr.write(f"outboxkit: warning: unknown environment variable {name} is ignored\n")
+    return unknown
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -89,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``outboxkit`` command; return its exit status."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    warn_unknown_env(os.environ)
     try:
         result = app(args=args, prog_name="outboxkit", standalone_mode=False)
     except typer.Exit as exc:

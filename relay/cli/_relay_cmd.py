@@ -12,7 +12,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from outbox import OutboxConfig
+from outbox import BrokerError, OutboxConfig
 from outbox.brokers import StreamLayout
 from relay import MetricsServer, Relay, RelayConfig, RelayMetrics
 from relay._config import (
@@ -29,6 +29,7 @@ from relay._config import (
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
 from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, parse_topic_partitions, require
+from ._status_cmd import broker_reachable
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,9 @@ def relay(
     metrics_port: Annotated[
         int | None, _opt("--metrics-port", "Serve /metrics and /healthz on this port.")
     ] = None,
-    metrics_host: Annotated[str, _opt("--metrics-host", "Address of the metrics server.")] = "0.0.0.0",  # noqa: S104
+    metrics_host: Annotated[
+        str, _opt("--metrics-host", "Address of the metrics server (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
     relay_id: Annotated[
         str | None, _opt("--relay-id", "Name of this relay (default host-pid-random).")
     ] = None,
@@ -128,6 +131,11 @@ def relay(
         once=once,
         on_dead_letter=on_dead_letter,
     )
+    if once:  # an empty outbox never touches the broker: a dead one must not pass for "drained"
+        reachable, reason = broker_reachable(config.broker_url)
+        if not reachable:
+            msg = f"broker unavailable ({reason}): nothing relayed"
+            raise BrokerError(msg)
     metrics = RelayMetrics() if metrics_port is not None else None
     daemon = Relay(config, metrics=metrics)
     server = None

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from inbox import consumer_group_status
+from inbox import PARKED_ERROR, consumer_group_status, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
 from outbox.brokers import GroupStatus, connect_publisher
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
@@ -23,6 +23,11 @@ from saga import SagaCount, count_sagas
 
 from ._context import DATABASE_URL_ENV
 from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, require
+
+# Schema version of `status --json`: bumped when a field changes meaning or goes away.
+STATUS_JSON_VERSION = 1
+# Exit status when the broker named by --broker cannot be reached (monitoring scripts rely on it).
+EXIT_BROKER_UNREACHABLE = 1
 
 
 def status(
@@ -49,27 +54,32 @@ def status(
             backlog = read_backlog(conn, tables, now=dt.datetime.now(dt.UTC))
             open_tx = _open_transactions(conn)
             sagas = _sagas(conn)
+            consumer_dead = _consumer_dead_letters(conn)
     except SQLAlchemyError as exc:
         raise storage_error(exc, engine) from None
     finally:
         engine.dispose()
-    reach = _broker_reachable(broker) if broker else None
+    reach = broker_reachable(broker) if broker else None
     groups = _groups(broker, stream_prefix, schema) if broker and reach and reach[0] else []
     if as_json:
-        report = dataclasses.asdict(backlog)
+        report = {"version": STATUS_JSON_VERSION} | dataclasses.asdict(backlog)
+        report["consumer_dead_letters_by_group"] = consumer_dead
         report["open_transactions"] = open_tx
         report["consumer_groups"] = [dataclasses.asdict(g) | {"lag": g.lag} for g in groups]
         report["sagas"] = [{"type": c.type, "state": str(c.state), "count": c.count} for c in sagas]
         if reach is not None:
             report["broker"] = {"url": redact_url(broker), "reachable": reach[0], "error": reach[1]}
         typer.echo(json.dumps(report, sort_keys=True, default=str))
-        return
-    _print(backlog, open_tx)
-    if reach is not None:
-        state = "reachable" if reach[0] else f"UNREACHABLE ({reach[1]})"
-        typer.echo(f"broker {redact_url(broker)}: {state}")
-    _print_groups(groups)
-    _print_sagas(sagas)
+    else:
+        _print(backlog, open_tx)
+        _print_consumer_dead_letters(consumer_dead)
+        if reach is not None:
+            state = "reachable" if reach[0] else f"UNREACHABLE ({reach[1]})"
+            typer.echo(f"broker {redact_url(broker)}: {state}")
+        _print_groups(groups)
+        _print_sagas(sagas)
+    if reach is not None and not reach[0]:
+        raise typer.Exit(EXIT_BROKER_UNREACHABLE)
 
 
 _OPEN_TX_AGE_S = 5
@@ -101,6 +111,25 @@ def _sagas(conn: Connection) -> list[SagaCount]:
         return []  # a service that runs no saga
 
 
+def _consumer_dead_letters(conn: Connection) -> dict[str, int]:
+    """Consumer dead letters not retried yet, per consumer group (inbox name); none without inbox tables."""
+    t = inbox_dead_letter
+    if not inspect(conn).has_table(t.name, schema=t.schema):
+        return {}  # a service that consumes nothing
+    rows = conn.execute(
+        select(t.c.consumer, func.count())
+        .where(t.c.retried_at.is_(None), t.c.error != PARKED_ERROR)  # parked entries are shown as parked
+        .group_by(t.c.consumer)
+    )
+    return {consumer: int(n) for consumer, n in rows}
+
+
+def _print_consumer_dead_letters(counts: dict[str, int]) -> None:
+    typer.echo(f"consumer dead letters: {sum(counts.values())}")
+    for group, count in sorted(counts.items()):
+        typer.echo(f"  consumer dead letters {group}: {count}")
+
+
 def _groups(broker: str, prefix: str, schema: str | None) -> list[GroupStatus]:
     try:
         return consumer_group_status(broker, prefix=prefix, schema=schema)
@@ -125,7 +154,7 @@ def _print_sagas(sagas: list[SagaCount]) -> None:
         typer.echo(f"  {c.type}: {c.state} {c.count}")
 
 
-def _broker_reachable(url: str) -> tuple[bool, str | None]:
+def broker_reachable(url: str) -> tuple[bool, str | None]:
     """Ping the broker without writing anything."""
     publisher = connect_publisher(url)
     try:
@@ -156,9 +185,9 @@ def _print(b: Backlog, open_tx: dict[str, float | int] | None) -> None:
     for topic, count in sorted(b.pending_by_topic.items()):
         typer.echo(f"  pending {topic}: {count}")
     total = sum(b.dead_letters_by_topic.values())
-    typer.echo(f"dead letters: {total}")
+    typer.echo(f"relay dead letters: {total}")
     for topic, count in sorted(b.dead_letters_by_topic.items()):
-        typer.echo(f"  dead letters {topic}: {count}")
+        typer.echo(f"  relay dead letters {topic}: {count}")
     _print_parked_keys(b.parked_keys)
     typer.echo(f"relays: {sum(1 for r in b.relays if r['alive'])} alive")
     for r in b.relays:

@@ -61,3 +61,20 @@ def test_consumer_dead_letters_list_retry_purge(
     assert "purged" in purged.stdout
     after = run_cli("consumer-dead-letters", "list", "--db", pg_url, "--json")
     assert after.stdout.strip() == ""
+
+
+def test_consumer_dead_letters_list_shows_key_column(pg_url: str) -> None:
+    """The text listing of consumer dead letters has a key column, like `dead-letters list` (#9)."""
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO outboxkit_inbox_dead_letter (consumer, stream, entry_id, topic, key, fields,"
+                " error, deliveries, dead_lettered_at)"
+                " VALUES ('billing', 's', '1-0', 'orders', 'o-7', '{}', 'boom', 5, now())"
+            )
+        )
+    engine.dispose()
+    listed = run_cli("consumer-dead-letters", "list", "--db", pg_url)
+    assert listed.returncode == 0, listed.stderr
+    assert "\tbilling\torders\tkey=o-7\t" in listed.stdout

@@ -53,3 +53,10 @@ def test_relay_once_with_broker_down_stops_with_error(sqlite_url: str) -> None:
             conn.execute(sa.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one() == 1
         )
     engine.dispose()
+
+
+def test_relay_once_with_empty_outbox_and_dead_broker_exits_2(sqlite_url: str) -> None:
+    """--once with nothing due still checks the broker: a dead one is one stderr line and exit 2, not "drained" (#9)."""
+    result = run_cli("relay", "--db", sqlite_url, "--broker", "redis://127.0.0.1:1/0", "--once", timeout=60)
+    assert result.returncode == 2
+    assert "outboxkit: error: broker unavailable" in result.stderr
