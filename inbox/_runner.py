@@ -71,6 +71,7 @@ log = structlog.get_logger("inbox")
 _LAG_INTERVAL = 5.0
 _RELEASE_INTERVAL = 1.0  # how often released parked entries are looked for (issue #9)
 _START_ATTEMPTS = 20  # schema check at start: ~10 s for a busy or restarting database
+_ONCE_MAX_FAILURES = 5  # the relay's --once contract: give up after this many consecutive outages
 _START_RETRY_S = 0.5
 
 
@@ -127,6 +128,7 @@ class ConsumerRunner:
         self._stop = asyncio.Event()
         self._workers: dict[str, _Worker] = {}
         self._slots = asyncio.Semaphore(config.concurrency)  # batches handled at once
+        self._once = False
         self._finished: set[str] = set()
         self._log = log.bind(consumer=config.group, consumer_name=config.consumer_name)
 
@@ -158,6 +160,7 @@ class ConsumerRunner:
                 broker holds unread entries of a registered topic under another partition layout.
             SchemaMissingError: the inbox tables do not exist.
         """
+        self._once = once
         await self._prepare()
         self._log.info(
             "inbox.consumer_started",
@@ -224,10 +227,20 @@ class ConsumerRunner:
             except BrokerError as exc:
                 failures += 1
                 self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
+                self._give_up_once(exc, failures)
                 if await self._wait_stop(min(0.2 * 2**failures, 5.0)):
                     raise
             else:
                 return
+
+    def _give_up_once(self, exc: BrokerError, failures: int) -> None:
+        """With ``once``, ``_ONCE_MAX_FAILURES`` failed attempts in a row end the run, as on the relay (#9).
+
+        A cron job or a script must learn that nothing was consumed, not hang.
+        """
+        if self._once and failures >= _ONCE_MAX_FAILURES:
+            msg = f"broker unavailable after {failures} attempts, giving up (--once): {exc}"
+            raise BrokerError(msg) from exc
 
     async def _check_retention(self) -> None:
         retention = self.config.retention
@@ -322,6 +335,7 @@ class ConsumerRunner:
             except BrokerError as exc:
                 failures += 1
                 self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
+                self._give_up_once(exc, failures)
             self._reap()
             if once and not self._workers and len(self._finished) >= len(self.streams):
                 return

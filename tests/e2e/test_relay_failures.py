@@ -60,3 +60,15 @@ def test_relay_once_with_empty_outbox_and_dead_broker_exits_2(sqlite_url: str) -
     result = run_cli("relay", "--db", sqlite_url, "--broker", "redis://127.0.0.1:1/0", "--once", timeout=60)
     assert result.returncode == 2
     assert "outboxkit: error: broker unavailable" in result.stderr
+
+
+def test_consume_once_with_broker_down_gives_up_like_the_relay(sqlite_url: str) -> None:
+    """`consume --once` against an unreachable broker gives up after five attempts with one line and exit 2 (#9)."""
+    started = time.monotonic()
+    result = run_cli("consume", "tests.e2e.inbox_app:registry", "--db", sqlite_url,
+                     "--broker", "redis://127.0.0.1:1/0", "--group", "g", "--once", timeout=90)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 60
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("outboxkit: error:")
+    assert "giving up (--once)" in last
