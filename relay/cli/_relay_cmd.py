@@ -131,13 +131,14 @@ def relay(
         once=once,
         on_dead_letter=on_dead_letter,
     )
+    metrics = RelayMetrics() if metrics_port is not None else None
+    daemon = Relay(config, metrics=metrics)  # validates the database URL and schema first
     if once:  # an empty outbox never touches the broker: a dead one must not pass for "drained"
         reachable, reason = broker_reachable(config.broker_url)
         if not reachable:
+            daemon.close()
             msg = f"broker unavailable ({reason}): nothing relayed"
             raise BrokerError(msg)
-    metrics = RelayMetrics() if metrics_port is not None else None
-    daemon = Relay(config, metrics=metrics)
     server = None
     if metrics is not None and metrics_port is not None:
         server = MetricsServer(
