@@ -26,7 +26,9 @@ from ._dedup import (
     record_messages_async,
 )
 from ._follow_up import follow_up_headers, publish_follow_up, publish_follow_up_async
+from ._gauges import DeadLetterGauges
 from ._guard import HandlerContractError
+from ._health import ConsumerHealth
 from ._parking import PARKED_ERROR
 from ._registry import HandlerSpec, Registry, Reject
 from ._retention import purge_inbox
@@ -38,8 +40,10 @@ __all__ = [
     "PARKED_ERROR",
     "AsyncHandler",
     "ConsumerConfig",
+    "ConsumerHealth",
     "ConsumerRunner",
     "DeadLetter",
+    "DeadLetterGauges",
     "GroupStatus",
     "HandlerContractError",
     "HandlerSpec",

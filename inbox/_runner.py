@@ -59,6 +59,7 @@ from outbox.errors import MIGRATE_HINT
 from . import _metrics as m
 from ._config import ConsumerConfig
 from ._dispatch import Dispatcher
+from ._health import ConsumerHealth
 from ._layout_check import check_layout
 from ._parking import release_parked
 from ._registry import Registry
@@ -122,6 +123,7 @@ class ConsumerRunner:
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
         self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        self.health = ConsumerHealth(self._engine, lease_ttl=config.lease_ttl)
         # Lease and member keys start with the scope, so they carry the stream
         # prefix (a Redis ACL user limited to `~<prefix>*` can consume; issue #9).
         self._scope = f"{config.layout.prefix}{config.group}"
@@ -145,6 +147,11 @@ class ConsumerRunner:
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine)
         return engine
+
+    @property
+    def engine(self) -> Engine:
+        """The consumer's database engine (the inbox and the handlers' tables)."""
+        return self._engine
 
     def stop(self) -> None:
         """Ask the runner to stop: finish in-flight messages, acknowledge, release leases."""
@@ -336,6 +343,7 @@ class ConsumerRunner:
                 failures += 1
                 self._log.warning("inbox.broker_unavailable", error=str(exc), attempt=failures)
                 self._give_up_once(exc, failures)
+            self.health.lease_round(ok=failures == 0)
             self._reap()
             if once and not self._workers and len(self._finished) >= len(self.streams):
                 return

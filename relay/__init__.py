@@ -16,7 +16,8 @@ from ._config import (
     DEFAULT_RETRY_MAX,
     RelayConfig,
 )
-from ._metrics import MetricsServer, RelayMetrics
+from ._http import MetricsServer
+from ._metrics import RelayMetrics
 from ._relay import Relay, RelayStats
 
 __all__ = [

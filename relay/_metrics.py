@@ -1,44 +1,44 @@
-"""Prometheus metrics and the ``/metrics`` + ``/healthz`` HTTP endpoint of a relay.
+"""Prometheus metrics of a relay (served by :class:`~relay.MetricsServer`).
 
 Each :class:`RelayMetrics` has its own registry, so tests (and several relays
-in one process) never collide in the global one.
+in one process) never collide in the global one. The gauges are read from the
+tables (every few seconds), not counted in memory, so every relay of a table
+reports the same backlog and a restart does not reset them; the alerting rules
+(``outboxkit alerts``) aggregate them with ``max``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
-from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-
-from outbox import ConfigError
 
 from ._status import read_backlog
 
 if TYPE_CHECKING:
     from ._store import OutboxStore
 
-__all__ = ["MetricsServer", "RelayMetrics"]
+__all__ = ["HELD_REASONS", "RelayMetrics"]
 
 _BACKLOG_EVERY_S = 5.0
+# Why an unpublished row is not claimed now. There is no "open transaction"
+# reason: the relay keeps no high-water mark, so a transaction still open holds
+# back no committed row (see docs/adr/0013-monitoring-and-tracing.md).
+HELD_REASONS = ("backoff", "parked_key", "delayed")
+# Commit-to-broker latency: from a few milliseconds (NOTIFY wake-up) to minutes (outage).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class _Row(Protocol):
     @property
     def topic(self) -> str: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
 
 
 class RelayMetrics:
@@ -71,7 +71,32 @@ class RelayMetrics:
         self.owned_partitions = Gauge(
             "outboxkit_relay_owned_partitions", "Relay partitions leased by this relay.", registry=r
         )
+        self.held = Gauge(
+            "outboxkit_relay_held_rows",
+            "Unpublished rows not claimable now, by reason (backoff, parked_key, delayed).",
+            ["reason"],
+            registry=r,
+        )
+        self.oldest_due_age = Gauge(
+            "outboxkit_relay_oldest_due_age_seconds",
+            "How long the longest-waiting claimable row has been due (0 when none is).",
+            registry=r,
+        )
+        self.dead_letter_rows = Gauge(
+            "outboxkit_relay_dead_letter_rows",
+            "Dead letters in the outbox's dead-letter table not retried yet, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.publish_latency = Histogram(
+            "outboxkit_relay_publish_latency_seconds",
+            "Time from a row's insert (its transaction) to its publish.",
+            ["topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._backlog_at = 0.0
+        self._dead_letter_topics: set[str] = set()
 
     def record_batch(self, published: Sequence[_Row], rejected: int, dead: int, seconds: float) -> None:
         """Count one batch."""
@@ -80,6 +105,10 @@ class RelayMetrics:
             by_topic[row.topic] = by_topic.get(row.topic, 0) + 1
         for topic, count in by_topic.items():
             self.published.labels(topic=topic).inc(count)
+        now = dt.datetime.now(dt.UTC)
+        for row in published:
+            created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=dt.UTC)
+            self.publish_latency.labels(topic=row.topic).observe(max((now - created).total_seconds(), 0.0))
         if rejected:
             self.failures.labels(reason="rejected").inc(rejected)
         if dead:
@@ -100,50 +129,12 @@ class RelayMetrics:
         self.oldest_age.set(backlog.oldest_age_s or 0.0)
         self.behind_parked.set(backlog.behind_parked_key)
         self.delayed.set(backlog.delayed)
-
-
-class MetricsServer:
-    """Serve ``/metrics`` and ``/healthz`` (200 while ``healthy()`` holds, else 503) in a thread."""
-
-    def __init__(self, metrics: RelayMetrics, healthy: Callable[[], bool], *, host: str, port: int) -> None:
-        registry = metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif self.path.startswith("/healthz"):
-                    ok = healthy()
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
-                else:
-                    self._reply(404, b"not found\n", "text/plain")
-
-            def _reply(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                del format, args  # scrapes are not worth a log line
-
-        try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:  # port taken, address not local: a setting to fix, not a crash (#9)
-            msg = f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
-            raise ConfigError(msg) from exc
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="outboxkit-metrics", daemon=True
-        )
-
-    def start(self) -> None:
-        """Start serving."""
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
+        self.held.labels(reason="backoff").set(backlog.in_backoff)
+        self.held.labels(reason="parked_key").set(backlog.behind_parked_key)
+        self.held.labels(reason="delayed").set(backlog.delayed)
+        self.oldest_due_age.set(backlog.oldest_due_age_s or 0.0)
+        # A topic whose dead letters were all retried or purged drops to 0, not to stale.
+        topics = self._dead_letter_topics | set(backlog.dead_letters_by_topic)
+        for topic in topics:
+            self.dead_letter_rows.labels(topic=topic).set(backlog.dead_letters_by_topic.get(topic, 0))
+        self._dead_letter_topics = topics

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry, use_schema
@@ -133,6 +133,21 @@ class Relay:
     def healthy(self, max_age_s: float) -> bool:
         """The loop made progress (a batch, an idle check or a lease renewal) in the last ``max_age_s``."""
         return time.monotonic() - self.last_progress < max_age_s
+
+    def ready(self, max_age_s: float) -> bool:
+        """Healthy, its membership and leases are current, and the database answers (``/readyz``).
+
+        A relay holding no partition (more relays than partitions) is still ready:
+        it stands by to take over, which is its share of the work.
+        """
+        if not self.healthy(max_age_s) or not self.leases.view.valid():
+            return False
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(literal(1)))
+        except SQLAlchemyError:
+            return False
+        return True
 
     @property
     def stopping(self) -> bool:
@@ -270,6 +285,11 @@ class Relay:
         self._next_housekeeping = (
             time.monotonic() + self.config.lease_ttl.total_seconds() / _HOUSEKEEPING_SHARE
         )
+        if self.metrics is not None:
+            # Before anything that talks to the broker: during a broker outage the
+            # backlog and oldest-row gauges must keep moving, that is when they page (#13).
+            self.metrics.owned_partitions.set(len(view.epochs))
+            self.metrics.refresh_backlog(self.engine, self.store, now=now)
         if view.gained or view.lost:
             self._log.info("relay.rebalanced", owned=sorted(view.epochs), gained=view.gained, lost=view.lost,
                            members=view.members)  # fmt: skip
@@ -283,9 +303,6 @@ class Relay:
                 self._fences_pending = False
         if self.config.replay_window > dt.timedelta(0):
             self._retain(now)
-        if self.metrics is not None:
-            self.metrics.owned_partitions.set(len(view.epochs))
-            self.metrics.refresh_backlog(self.engine, self.store, now=now)
         self.last_progress = time.monotonic()
 
     def _retain(self, now: dt.datetime) -> None:

@@ -11,7 +11,7 @@ from outbox.tables import OutboxTables
 
 from .tables import relay_lease, relay_member
 
-__all__ = ["Backlog", "read_backlog"]
+__all__ = ["Backlog", "read_backlog", "read_dead_letters_by_topic"]
 
 
 @dataclass(slots=True)
@@ -20,6 +20,7 @@ class Backlog:
 
     pending: int = 0
     oldest_age_s: float | None = None
+    oldest_due_age_s: float | None = None
     due: int = 0
     delayed: int = 0
     in_backoff: int = 0
@@ -37,9 +38,16 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def read_dead_letters_by_topic(conn: Connection, tables: OutboxTables) -> dict[str, int]:
+    """Dead letters not retried yet, per topic (a purged one is gone from the table)."""
+    dl = tables.dead_letter
+    query = select(dl.c.topic, func.count()).where(dl.c.retried_at.is_(None)).group_by(dl.c.topic)
+    return {t: int(n) for t, n in conn.execute(query)}
+
+
 def read_backlog(conn: Connection, tables: OutboxTables, *, now: dt.datetime, detail: bool = True) -> Backlog:
     """Count pending rows and classify them; ``detail`` adds per-topic and relay figures."""
-    o, dl = tables.outbox, tables.dead_letter
+    o = tables.outbox
     pending = o.c.published_at.is_(None)
     row = conn.execute(
         select(
@@ -56,6 +64,9 @@ def read_backlog(conn: Connection, tables: OutboxTables, *, now: dt.datetime, de
 
     backlog.behind_parked_key = OutboxStore(tables, partitions=1).count_behind_parked(conn, now=now)
     backlog.due = backlog.pending - backlog.delayed - backlog.in_backoff - backlog.behind_parked_key
+    due_since = _aware(OutboxStore(tables, partitions=1).oldest_due_since(conn, now=now))
+    backlog.oldest_due_age_s = None if due_since is None else max((now - due_since).total_seconds(), 0.0)
+    backlog.dead_letters_by_topic = read_dead_letters_by_topic(conn, tables)
     if not detail:
         return backlog
     backlog.kept_published = int(
@@ -63,12 +74,6 @@ def read_backlog(conn: Connection, tables: OutboxTables, *, now: dt.datetime, de
     )
     backlog.pending_by_topic = {
         t: int(n) for t, n in conn.execute(select(o.c.topic, func.count()).where(pending).group_by(o.c.topic))
-    }
-    backlog.dead_letters_by_topic = {
-        t: int(n)
-        for t, n in conn.execute(
-            select(dl.c.topic, func.count()).where(dl.c.retried_at.is_(None)).group_by(dl.c.topic)
-        )
     }
     # Keys parked behind a dead letter (relays with --on-dead-letter park-key), issue #9.
     backlog.parked_keys = [

@@ -292,6 +292,18 @@ class OutboxStore:
         )
         return conn.execute(stmt).rowcount
 
+    def oldest_due_since(self, conn: Connection, *, now: dt.datetime) -> dt.datetime | None:
+        """When the longest-waiting claimable row became available (``None`` when nothing is due).
+
+        Measured from ``available_at``, not ``created_at``: a delayed row is not late
+        before its time, and an alert on this age must not fire for it.
+        """
+        o = self.tables.outbox
+        value: dt.datetime | None = conn.execute(
+            select(func.min(o.c.available_at)).where(*self._due(now, None))
+        ).scalar_one()
+        return value
+
     def count_behind_parked(self, conn: Connection, *, now: dt.datetime) -> int:
         """Rows waiting because an earlier row of their key is in backoff (or dead-lettered, park-key)."""
         o = self.tables.outbox

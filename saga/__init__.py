@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._headers import Phase
 from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
+from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_PURGE_BATCH",
     "DEFAULT_REPLY_TOPIC",
+    "DEFAULT_STUCK_AFTER",
     "DEFAULT_TIMER_TOPIC",
     "EVENT_TYPE_PATTERN",
     "REPLY_TYPE",
@@ -71,6 +73,7 @@ __all__ = [
     "SagaDefinitionError",
     "SagaError",
     "SagaExistsError",
+    "SagaGauges",
     "SagaHandler",
     "SagaInstance",
     "SagaMessageError",

@@ -25,6 +25,7 @@ from outbox._crashpoints import crash_point
 from ._definition import Command, Local, SagaContext, SagaDefinition, Step
 from ._errors import SagaConflictError, StepFailed
 from ._headers import CAUSATION_ID, CORRELATION_ID, REPLY_TO, SAGA_TYPE, Coordinates, Phase
+from ._metrics import observe_finished
 from ._model import SagaInstance, SagaState, StepLogKind
 from ._store import insert_log, insert_timer, update_instance
 
@@ -66,6 +67,7 @@ class Run:
         self.cause = cause
         self.now = dt.datetime.now(dt.UTC)
         self.expected_version = instance.version
+        self.state_before = instance.state
         self.inst = dataclasses.replace(
             instance, data=dict(instance.data), deadline_at=None, updated_at=self.now
         )
@@ -122,6 +124,7 @@ class Run:
         if not update_instance(self.session, self.inst, expected_version=self.expected_version):
             raise SagaConflictError
         insert_log(self.session, self.log_rows)
+        observe_finished(self.session, self.state_before, self.inst)
         crash_point("saga.after_transition")
         return self.inst
 

@@ -12,11 +12,15 @@ from typing import Annotated
 
 import structlog
 import typer
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 
-from inbox import ConsumerConfig, ConsumerRunner, Mode, Registry, default_consumer_name
+import saga
+from inbox import ConsumerConfig, ConsumerRunner, DeadLetterGauges, Mode, Registry, default_consumer_name
 from outbox import ConfigError, redact_url
 from outbox.brokers import StreamLayout, connect_subscriber
 from outbox.brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT
+from relay import MetricsServer
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
 from ._options import SchemaOpt, parse_topic_partitions
@@ -63,16 +67,31 @@ def _seconds(name: str, value: float) -> dt.timedelta:
     return dt.timedelta(seconds=value)
 
 
-def _serve_metrics(port: int | None, host: str) -> None:
+def _serve_metrics(
+    runner: ConsumerRunner, port: int | None, host: str, stuck_after: float
+) -> MetricsServer | None:
+    """Serve /metrics, /healthz and /readyz; add the gauges read from the database (#13)."""
     if port is None:
-        return
-    from prometheus_client import start_http_server  # noqa: PLC0415 - only with --metrics-port
+        return None
+    from prometheus_client import REGISTRY  # noqa: PLC0415 - only with --metrics-port
 
+    REGISTRY.register(DeadLetterGauges(runner.engine, consumer=runner.config.group))
+    if _has_saga_table(runner):  # an orchestrator's database: its sagas are this daemon's to watch
+        REGISTRY.register(
+            saga.SagaGauges(runner.engine, stuck_after=_seconds("--saga-stuck-after", stuck_after))
+        )
+    server = MetricsServer(REGISTRY, runner.health.healthy, ready=runner.health.ready, host=host, port=port)
+    server.start()
+    log.info("consume.metrics_serving", port=server.port)
+    return server
+
+
+def _has_saga_table(runner: ConsumerRunner) -> bool:
     try:
-        start_http_server(port, addr=host)
-    except OSError as exc:
-        msg = f"cannot serve metrics on {host}:{port}: {exc.strerror}"
-        raise ConfigError(msg) from exc
+        with runner.engine.connect() as conn:
+            return inspect(conn).has_table(saga.tables.saga_instance.name, schema=runner.config.schema)
+    except SQLAlchemyError:
+        return False  # the runner reports an unreachable database itself, in one line
 
 
 async def _run(runner: ConsumerRunner, *, once: bool) -> None:
@@ -193,7 +212,9 @@ def consume(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            "--metrics-port", envvar="OUTBOXKIT_METRICS_PORT", help="Serve Prometheus metrics on this port."
+            "--metrics-port",
+            envvar="OUTBOXKIT_METRICS_PORT",
+            help="Serve /metrics, /healthz and /readyz on this port.",
         ),
     ] = None,
     metrics_host: Annotated[
@@ -202,6 +223,14 @@ def consume(
             "--metrics-host", envvar="OUTBOXKIT_METRICS_HOST", help="Address of the metrics server."
         ),
     ] = "127.0.0.1",
+    saga_stuck_after: Annotated[
+        float,
+        typer.Option(
+            "--saga-stuck-after",
+            envvar="OUTBOXKIT_SAGA_STUCK_AFTER",
+            help="Seconds without a transition after which an open saga counts as stuck (metrics).",
+        ),
+    ] = saga.DEFAULT_STUCK_AFTER.total_seconds(),
     once: Annotated[
         bool, typer.Option("--once", envvar="OUTBOXKIT_ONCE", help="Drain every stream, then exit.")
     ] = False,
@@ -251,6 +280,10 @@ def consume(
         broker, socket_timeout=_seconds("--socket-timeout", socket_timeout), schema=schema
     )
     runner = ConsumerRunner(registry, db=db, subscriber=subscriber, config=config)
-    _serve_metrics(metrics_port, metrics_host)
+    server = _serve_metrics(runner, metrics_port, metrics_host, saga_stuck_after)
     log.info("consume.starting", db=redact_url(db), broker=redact_url(broker), group=group, target=target)
-    asyncio.run(_run(runner, once=once))
+    try:
+        asyncio.run(_run(runner, once=once))
+    finally:
+        if server is not None:
+            server.close()

@@ -88,7 +88,7 @@ def relay(
     ] = None,
     no_listen: Annotated[bool, _opt("--no-listen", "Poll only, no LISTEN/NOTIFY.")] = False,
     metrics_port: Annotated[
-        int | None, _opt("--metrics-port", "Serve /metrics and /healthz on this port.")
+        int | None, _opt("--metrics-port", "Serve /metrics, /healthz and /readyz on this port.")
     ] = None,
     metrics_host: Annotated[
         str, _opt("--metrics-host", "Address of the metrics server (0.0.0.0 for every interface).")
@@ -142,7 +142,11 @@ def relay(
     server = None
     if metrics is not None and metrics_port is not None:
         server = MetricsServer(
-            metrics, lambda: daemon.healthy(_UNHEALTHY_AFTER_S), host=metrics_host, port=metrics_port
+            metrics,
+            lambda: daemon.healthy(_UNHEALTHY_AFTER_S),
+            ready=lambda: daemon.ready(_UNHEALTHY_AFTER_S),
+            host=metrics_host,
+            port=metrics_port,
         )
         server.start()
         log.info("relay.metrics_serving", port=server.port)
