@@ -10,10 +10,12 @@ database or holds no lease).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from outbox import ConfigError
 
@@ -51,6 +53,25 @@ def _handler_class(registry: CollectorRegistry, healthy: Probe, ready: Probe) ->
     return Handler
 
 
+class _Readiness(Collector):
+    """``outboxkit_daemon_ready{daemon}``: the readiness probe as a gauge, so an alert can page on it.
+
+    Prometheus scrapes ``/metrics``, not ``/readyz``; without this gauge a daemon
+    that runs but cannot reach its database would only show in a Kubernetes probe.
+    """
+
+    def __init__(self, daemon: str, ready: Probe) -> None:
+        self._daemon = daemon
+        self._ready = ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "outboxkit_daemon_ready", "1 while /readyz answers 200, else 0.", labels=["daemon"]
+        )
+        family.add_metric([self._daemon], 1.0 if _safe(self._ready) else 0.0)
+        yield family
+
+
 def _safe(probe: Probe) -> bool:
     try:
         return probe()
@@ -67,6 +88,7 @@ class MetricsServer:
         host: the address to listen on (``127.0.0.1`` by default on the command line).
         port: the port; 0 picks a free one (see :attr:`port`).
         ready: the readiness probe; by default the liveness probe.
+        daemon: the ``daemon`` label of ``outboxkit_daemon_ready`` (``relay``, ``consumer``).
 
     .. versionadded:: 0.1
     """
@@ -79,15 +101,20 @@ class MetricsServer:
         host: str,
         port: int,
         ready: Probe | None = None,
+        daemon: str = "relay",
     ) -> None:
         registry = metrics.registry if isinstance(metrics, RelayMetrics) else metrics
-        handler = _handler_class(registry, healthy, ready or healthy)
+        ready = ready or healthy
+        handler = _handler_class(registry, healthy, ready)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:  # port taken, address not local: a setting to fix, not a crash (#9)
             msg = f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
             raise ConfigError(msg) from exc
         self._server.daemon_threads = True
+        self._registry = registry
+        self._readiness = _Readiness(daemon, ready)
+        registry.register(self._readiness)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="outboxkit-metrics", daemon=True
@@ -101,3 +128,4 @@ class MetricsServer:
         """Stop serving."""
         self._server.shutdown()
         self._server.server_close()
+        self._registry.unregister(self._readiness)

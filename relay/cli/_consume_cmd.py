@@ -80,7 +80,9 @@ def _serve_metrics(
         REGISTRY.register(
             saga.SagaGauges(runner.engine, stuck_after=_seconds("--saga-stuck-after", stuck_after))
         )
-    server = MetricsServer(REGISTRY, runner.health.healthy, ready=runner.health.ready, host=host, port=port)
+    server = MetricsServer(
+        REGISTRY, runner.health.healthy, ready=runner.health.ready, host=host, port=port, daemon="consumer"
+    )
     server.start()
     log.info("consume.metrics_serving", port=server.port)
     return server

@@ -11,6 +11,7 @@ import typer
 
 from outbox import OutboxError, __version__
 
+from ._alerts_cmd import alerts
 from ._consume_cmd import consume
 from ._context import CliState
 from ._dead_letters_cmd import app as dead_letters_app
@@ -45,6 +46,7 @@ app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.command(name="demo")(demo)
+app.command(name="alerts")(alerts)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(consumer_dead_letters_app, name="consumer-dead-letters")
 app.add_typer(saga_app, name="saga")

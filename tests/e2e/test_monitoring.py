@@ -141,6 +141,7 @@ def test_relay_gauges_and_probes_on_a_scrape(
     assert (value(s, "outboxkit_relay_oldest_age_seconds") or 0) > 0
     assert value(s, "outboxkit_relay_publish_latency_seconds_count", topic="orders") == 10
     assert value(s, "outboxkit_relay_owned_partitions") == 16
+    assert value(s, "outboxkit_daemon_ready", daemon="relay") == 1
     assert probe(port, "/healthz") == 200
     assert probe(port, "/readyz") == 200
     assert probe(port, "/nope") == 404
@@ -228,6 +229,7 @@ def test_consumer_gauges_and_probes_on_a_scrape(
     assert value(s, "outboxkit_saga_instances", type="order", state="completed") == 1
     assert value(s, "outboxkit_saga_stuck", type="order") == 1
     assert (value(s, "outboxkit_saga_oldest_open_age_seconds", type="order") or 0) >= 7000
+    assert value(s, "outboxkit_daemon_ready", daemon="consumer") == 1
     assert probe(port, "/healthz") == 200
     assert probe(port, "/readyz") == 200
     proc.kill()
@@ -243,3 +245,4 @@ def test_consumer_without_its_broker_is_alive_but_not_ready(
            "--group", "billing", "--metrics-port", str(port))  # fmt: skip
     wait_until(lambda: probe(port, "/healthz") == 200, timeout=20)
     assert probe(port, "/readyz") == 503
+    assert value(scrape(port), "outboxkit_daemon_ready", daemon="consumer") == 0

@@ -43,6 +43,7 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "outbox/_migrations/env.py" in names
     assert "outbox/_migrations/versions/0001_outbox_tables.py" in names
+    assert "relay/cli/alerts/outboxkit.rules.yml" in names  # read by `outboxkit alerts` (#13)
     assert {"outbox/__init__.py", "inbox/__init__.py", "relay/cli/__init__.py", "saga/__init__.py"} <= names
     assert "outbox/py.typed" in names
     assert not any(name.startswith("tests/") for name in names)
