@@ -19,6 +19,7 @@ from ._dedup import AsyncHandler, Outcome, process_async, record_messages_async
 from ._guard import HandlerContractError, HandlerSession, guarded
 from ._handling import Item, SyncDispatcher, Verdict, error_text
 from ._registry import Reject
+from ._tracing import process_span
 
 __all__ = ["Dispatcher"]
 
@@ -122,7 +123,7 @@ class Dispatcher(SyncDispatcher):
                 if message_id in fresh:
                     fresh.discard(message_id)
                     handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
-                    with guarded(session.info):
+                    with guarded(session.info), self._span(item):
                         await handler(item.message, session)
                     outcomes.append(Outcome.PROCESSED)
                 else:
@@ -167,8 +168,11 @@ class Dispatcher(SyncDispatcher):
         if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
             msg = "async handlers need an async engine"
             raise StorageError(msg)
-        with structlog.contextvars.bound_contextvars(
-            message_id=str(item.message.id), correlation_id=item.message.correlation_id
+        with (
+            structlog.contextvars.bound_contextvars(
+                message_id=str(item.message.id), correlation_id=item.message.correlation_id
+            ),
+            process_span(item.message, consumer=self._consumer, stream=item.delivery.stream, attempt=attempt),
         ):
             async with (
                 AsyncSession(

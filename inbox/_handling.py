@@ -12,6 +12,7 @@ commit rate. ``async def`` handlers run on the event loop (:mod:`._dispatch`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import time
@@ -39,6 +40,7 @@ from ._dedup import (
 from ._guard import HandlerContractError, HandlerSession, call_sync, guarded
 from ._parking import PARKED_ERROR, parked_keys
 from ._registry import HandlerSpec, Registry, Reject
+from ._tracing import process_span
 from .tables import inbox
 
 __all__ = ["Item", "SyncDispatcher", "Verdict", "error_text", "is_transient"]
@@ -354,6 +356,7 @@ class SyncDispatcher:
             structlog.contextvars.bound_contextvars(
                 message_id=str(item.message.id), correlation_id=item.message.correlation_id
             ),
+            process_span(item.message, consumer=self._consumer, stream=item.delivery.stream, attempt=attempt),
             HandlerSession(self._engine, expire_on_commit=False) as session,
             session.begin(),
         ):
@@ -362,6 +365,15 @@ class SyncDispatcher:
             crash_point("inbox.after_handler")
         crash_point("inbox.after_commit")
         return outcome
+
+    def _span(self, item: Item) -> contextlib.AbstractContextManager[None]:
+        """The ``process`` span of one message of a batch (docs/tracing.md)."""
+        return process_span(
+            item.message,
+            consumer=self._consumer,
+            stream=item.delivery.stream,
+            attempt=item.delivery.deliveries,
+        )
 
     def _batch_sync(self, items: list[Item], stop: threading.Event, halt: threading.Event) -> list[str]:
         if halt.is_set():
@@ -416,7 +428,7 @@ class SyncDispatcher:
                 if message_id in fresh:
                     fresh.discard(message_id)  # the same id twice in one batch runs once
                     handler: SyncHandler = item.spec.func  # type: ignore[assignment]
-                    with guarded(session.info):
+                    with guarded(session.info), self._span(item):
                         call_sync(handler, item.message, session, item.spec.name)
                     outcomes.append(Outcome.PROCESSED)
                 else:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["DEAD_LETTERED", "FAILURES", "HANDLER_SECONDS", "LAG", "MESSAGES", "PENDING"]
+__all__ = [
+    "DEAD_LETTERED",
+    "FAILURES",
+    "HANDLER_SECONDS",
+    "LAG",
+    "MESSAGES",
+    "PENDING",
+    "TRACE_CONTEXT_IGNORED",
+]
 
 MESSAGES = Counter(
     "outboxkit_inbox_messages",
@@ -36,4 +44,9 @@ PENDING = Gauge(
     "outboxkit_inbox_pending",
     "Entries delivered to the group and not acknowledged yet.",
     ["consumer", "stream"],
+)
+TRACE_CONTEXT_IGNORED = Counter(
+    "outboxkit_inbox_trace_context_ignored",
+    "Incoming trace context ignored (malformed or oversized); the message is processed as usual.",
+    ["consumer", "reason"],
 )

@@ -21,6 +21,7 @@ from ._publish import TOPIC_PATTERN, Message, publish, publish_many
 from ._redact import redact_url
 from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
+from ._tracing import add_trace_ids
 from ._wire import decode_entry, encode_entry
 
 # Registers the SQL-table broker's tables on `metadata` (Alembic comparisons).
@@ -73,6 +74,7 @@ __all__ = [
     "StorageError",
     "TopicError",
     "ValidationError",
+    "add_trace_ids",
     "autogenerate_filter",
     "current_revision",
     "decode_entry",

@@ -42,6 +42,9 @@ class Envelope:
         time: when it was published (UTC).
         headers: string metadata, e.g. ``correlation_id`` and ``causation_id``.
         payload: the JSON document (``data``).
+        traceparent: the W3C ``traceparent`` of the message's ``create`` span, as received
+            (CloudEvents distributed-tracing extension), or ``None``.
+        tracestate: the W3C ``tracestate`` that goes with it, or ``None``.
 
     .. versionadded:: 0.1
     """
@@ -54,6 +57,8 @@ class Envelope:
     time: dt.datetime
     headers: Mapping[str, str] = field(default_factory=dict)
     payload: JSONValue = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def correlation_id(self) -> str | None:

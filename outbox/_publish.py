@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from ._dberrors import driver_reason
 from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
+from ._tracing import creation_headers
 from .config import OutboxConfig
 from .errors import (
     MIGRATE_HINT,
@@ -238,6 +239,11 @@ def _row(message: object, cfg: OutboxConfig, now: dt.datetime) -> dict[str, Any]
     headers_json = _check_headers(message.headers)
     payload_json = _check_payload(message.payload, cfg)
     message_id = uuid_utils.uuid7()
+    # After every check: a refused message gets no span. The create span's context
+    # rides in the headers (docs/tracing.md); without OpenTelemetry this is {}.
+    trace_headers = creation_headers(topic, message_id, message.headers)
+    if trace_headers:  # W3C ASCII values: cannot fail the checks the user headers passed
+        headers_json = default_serializer({**(message.headers or {}), **trace_headers})
     return {
         "message_id": message_id,
         "topic": topic,

@@ -31,6 +31,9 @@ __all__ = [
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 WireFields = dict[str, str]
+# The CloudEvents distributed-tracing extension attributes (W3C Trace Context):
+# stored in the row's headers by publish, top-level attributes on the wire.
+TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 
 
 def format_time(value: dt.datetime) -> str:
@@ -68,7 +71,31 @@ def encode_entry(
     }
     if key is not None:
         fields["subject"] = key
+    if '"traceparent"' in headers_json:  # only traced rows pay for a JSON round trip
+        _lift_trace_context(fields, headers_json)
     return fields
+
+
+def _lift_trace_context(fields: WireFields, headers_json: str) -> None:
+    """Move ``traceparent``/``tracestate`` from the headers to their CloudEvents attributes."""
+    headers = json.loads(headers_json)
+    if not isinstance(headers, dict):
+        return
+    for name in TRACE_ATTRIBUTES:
+        value = headers.pop(name, None)
+        if isinstance(value, str):
+            fields[name] = value
+    fields["headers"] = json.dumps(headers, ensure_ascii=False, separators=(",", ":"))
+
+
+def _lenient_text(fields: Mapping[bytes | str, bytes | str], name: str) -> str | None:
+    """An optional attribute that must never fail the entry: undecodable bytes become U+FFFD."""
+    raw = fields.get(name)
+    if raw is None:
+        raw = fields.get(name.encode())
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw if isinstance(raw, str) else None
 
 
 def _text(fields: Mapping[bytes | str, bytes | str], name: str, *, required: bool) -> str | None:
@@ -133,6 +160,9 @@ def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> Envelope:
         time=time if time.tzinfo else time.replace(tzinfo=dt.UTC),
         headers=_decode_headers(_text(fields, "headers", required=False)),
         payload=cast("JSONValue", _decode_json(_req(fields, "data"), "data")),
+        # Passed on as received; the consumer checks them and ignores bad ones (never a failure).
+        traceparent=_lenient_text(fields, "traceparent"),
+        tracestate=_lenient_text(fields, "tracestate"),
     )
 
 

@@ -34,6 +34,7 @@ from ._incarnation import IncarnationTracker
 from ._leases import LeaseManager
 from ._metrics import RelayMetrics
 from ._store import ClaimedRow, Failure, OutboxStore
+from ._tracing import send_span
 from ._wakeup import Waker
 
 __all__ = ["Relay", "RelayStats"]
@@ -122,6 +123,8 @@ class Relay:
             log=self._log.bind(broker=self.publisher.description),
         )
         self._notify = config.listen and self.engine.dialect.name == "postgresql"
+        # `outboxkit.broker` of the send span: the URL scheme, never the URL (it may hold a password).
+        self._broker_kind = config.broker_url.split(":", 1)[0] if config.broker_url else "custom"
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -372,9 +375,10 @@ class Relay:
             )
             for row in batch
         ]
-        result = self.publisher.publish(
-            entries, fences=self.leases.fences(owned), incarnation=self.incarnation.expected()
-        )
+        with send_span(batch, self._broker_kind):
+            result = self.publisher.publish(
+                entries, fences=self.leases.fences(owned), incarnation=self.incarnation.expected()
+            )
         self._broker_backoff.reset()
         crash_point("relay.after_publish")
         if self._incarnation_changed(result):

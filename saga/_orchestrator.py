@@ -31,6 +31,7 @@ from ._headers import Coordinates, Phase, envelope_label, parse_coordinates
 from ._model import Outcome, SagaInstance, SagaState, StepLogKind
 from ._reply import parse_reply
 from ._store import delete_timers, insert_instance, select_instance, select_timer, storage_error
+from ._tracing import transition_span
 from ._transition import RETRY_TIMER, TIMEOUT_TIMER, Run, Topics
 from .tables import saga_instance
 
@@ -141,7 +142,7 @@ class Orchestrator:
             SagaDefinitionError: unknown ``saga_type``.
             StorageError: the database refused (``SchemaMissingError``: not migrated).
         """
-        with _storage_errors("start the saga"):
+        with _storage_errors("start the saga"), transition_span("start"):
             return self._start(
                 session, saga_type, data, saga_id=saga_id, cause=cause, correlation_id=correlation_id
             )
@@ -199,7 +200,7 @@ class Orchestrator:
             SagaConflictError: another transaction moved the saga meanwhile: roll back.
             StorageError: the database refused.
         """
-        with _storage_errors("handle the saga reply"):
+        with _storage_errors("handle the saga reply"), transition_span("reply"):
             return self._handle_reply(session, envelope)
 
     def _handle_reply(self, session: Session, envelope: Envelope) -> Outcome:
@@ -225,7 +226,7 @@ class Orchestrator:
             SagaConflictError: another transaction moved the saga meanwhile: roll back.
             StorageError: the database refused.
         """
-        with _storage_errors("handle the saga timer"):
+        with _storage_errors("handle the saga timer"), transition_span("timer"):
             return self._handle_timer(session, envelope)
 
     def _handle_timer(self, session: Session, envelope: Envelope) -> Outcome:

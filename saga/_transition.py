@@ -28,6 +28,7 @@ from ._headers import CAUSATION_ID, CORRELATION_ID, REPLY_TO, SAGA_TYPE, Coordin
 from ._metrics import observe_finished
 from ._model import SagaInstance, SagaState, StepLogKind
 from ._store import insert_log, insert_timer, update_instance
+from ._tracing import annotate
 
 __all__ = ["RETRY_TIMER", "TIMEOUT_TIMER", "TIMER_TYPE", "Run", "Topics"]
 
@@ -125,6 +126,7 @@ class Run:
             raise SagaConflictError
         insert_log(self.session, self.log_rows)
         observe_finished(self.session, self.state_before, self.inst)
+        annotate(self.state_before, self.inst)
         crash_point("saga.after_transition")
         return self.inst
 

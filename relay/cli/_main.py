@@ -19,6 +19,7 @@ from ._demo_cmd import demo
 from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
+from ._otel_setup import run_otel_setup
 from ._relay_cmd import relay
 from ._saga_cmd import saga_app
 from ._status_cmd import status
@@ -75,6 +76,14 @@ def _root(
             help="auto (console on a terminal, else JSON), json, console.",
         ),
     ] = "auto",
+    otel_setup: Annotated[
+        str | None,
+        typer.Option(
+            "--otel-setup",
+            envvar="OUTBOXKIT_OTEL_SETUP",
+            help="package.module:function that configures the OpenTelemetry SDK (docs/tracing.md).",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -82,6 +91,7 @@ def _root(
     """Transactional outbox, relay, idempotent consumers and sagas."""
     del version
     configure_logging(level=log_level, fmt=log_format)
+    run_otel_setup(otel_setup)
     ctx.obj = CliState(debug=debug)
 
 
