@@ -34,17 +34,18 @@ from ._errors import (
     StepFailed,
 )
 from ._headers import Phase
-from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
+from ._inspect import SagaCount, count_sagas, select_saga, select_saga_deadline, select_step_log
 from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
 from ._retention import DEFAULT_PURGE_BATCH, purge_participant_decisions, purge_sagas
-from ._transition import RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
+from ._transition import DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER, TIMER_TYPE
 from ._wiring import HandlerRegistry, SagaHandler, register
 
 __all__ = [
+    "DEADLINE_TIMER",
     "DEFAULT_BACKOFF",
     "DEFAULT_COMPENSATION_TIMEOUT",
     "DEFAULT_MAX_BACKOFF",
@@ -93,6 +94,7 @@ __all__ = [
     "register",
     "reply",
     "select_saga",
+    "select_saga_deadline",
     "select_step_log",
     "tables",
 ]

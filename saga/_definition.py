@@ -174,6 +174,10 @@ class Step:
 class SagaDefinition:
     """A saga type: a name and its ordered steps, checked when created.
 
+    ``deadline`` bounds the whole saga, besides each step's ``timeout``: a saga
+    still running that long after it started compensates (the step in flight
+    too, as after a step timeout). Compensation itself is not cut short.
+
     Raises:
         SagaDefinitionError: a name, topic, timeout or policy is invalid.
 
@@ -182,9 +186,15 @@ class SagaDefinition:
 
     name: str
     steps: Sequence[Step]
+    deadline: dt.timedelta | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "saga name")
+        if self.deadline is not None and (
+            not isinstance(self.deadline, dt.timedelta) or self.deadline <= dt.timedelta(0)
+        ):
+            msg = f"saga {self.name!r}: deadline must be a positive timedelta"
+            raise SagaDefinitionError(msg)
         steps: object = self.steps
         if not isinstance(steps, Sequence) or isinstance(steps, str) or not steps:
             msg = f"saga {self.name!r} needs a non-empty sequence of steps"

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
@@ -14,10 +15,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ._model import SagaInstance, SagaState, StepLogEntry
-from ._store import instance_from_row, log_entry_from_row, storage_error
-from .tables import saga_instance, saga_step_log
+from ._store import as_utc, instance_from_row, log_entry_from_row, storage_error
+from ._transition import DEADLINE_TIMER
+from .tables import saga_instance, saga_step_log, saga_timer
 
-__all__ = ["SagaCount", "count_sagas", "select_saga", "select_step_log"]
+__all__ = ["SagaCount", "count_sagas", "select_saga", "select_saga_deadline", "select_step_log"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,3 +77,19 @@ def select_step_log(target: Session | Connection, saga_id: uuid.UUID) -> list[St
     except DBAPIError as exc:
         raise storage_error(exc, "read the saga step log") from exc
     return [log_entry_from_row(row) for row in rows]
+
+
+def select_saga_deadline(target: Session | Connection, saga_id: uuid.UUID) -> dt.datetime | None:
+    """When the saga's overall deadline passes, while it is pending (``SagaDefinition.deadline``).
+
+    ``None`` for a saga without a deadline, one that ended, or one whose deadline already fired.
+
+    .. versionadded:: 0.1
+    """
+    t = saga_timer
+    query = select(t.c.fires_at).where(t.c.saga_id == saga_id, t.c.name == DEADLINE_TIMER)
+    try:
+        value = target.execute(query).scalar()
+    except DBAPIError as exc:
+        raise storage_error(exc, "read the saga deadline") from exc
+    return None if value is None else as_utc(value)

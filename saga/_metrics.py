@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ._model import SagaInstance, SagaState
 from ._store import as_utc
-from .tables import saga_instance
+from .tables import saga_instance, saga_timer
 
 __all__ = ["DEFAULT_STUCK_AFTER", "SAGA_SECONDS", "SagaGauges", "observe_finished"]
 
@@ -31,6 +31,8 @@ log = structlog.get_logger("saga")
 # deadline) should have moved it long before. Overridable per collector.
 DEFAULT_STUCK_AFTER = dt.timedelta(minutes=15)
 _FINAL = (SagaState.COMPLETED.value, SagaState.COMPENSATED.value)
+# A deadline timer is a delayed outbox message: relay and consumer need a moment to deliver it.
+_GRACE = dt.timedelta(minutes=1)
 
 SAGA_SECONDS = Histogram(
     "outboxkit_saga_duration_seconds",
@@ -69,7 +71,7 @@ class SagaGauges(Collector):
         """The families, without querying the database at registration."""
         yield from self._families()
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "outboxkit_saga_instances", "Sagas by type and state.", labels=["type", "state"]
@@ -84,11 +86,17 @@ class SagaGauges(Collector):
                 "Age of the oldest saga that is not final, by type.",
                 labels=["type"],
             ),
+            GaugeMetricFamily(
+                "outboxkit_saga_deadline_missed",
+                "Sagas still running more than a minute past their overall deadline (its timer is not"
+                " getting through).",
+                labels=["type"],
+            ),
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Count sagas (nothing when the database does not answer)."""
-        instances, stuck, oldest = self._families()
+        instances, stuck, oldest, missed = self._families()
         now = dt.datetime.now(dt.UTC)
         s = saga_instance
         open_ = s.c.state.not_in(_FINAL)
@@ -99,9 +107,21 @@ class SagaGauges(Collector):
             func.count().filter(open_, s.c.updated_at < now - self._stuck_after),
             func.min(s.c.created_at).filter(open_),
         ).group_by(s.c.type, s.c.state)
+        from ._transition import DEADLINE_TIMER  # noqa: PLC0415 - _transition imports this module
+
+        t = saga_timer
+        overdue = (
+            select(s.c.type, func.count())
+            .join(t, t.c.saga_id == s.c.id)
+            .where(
+                t.c.name == DEADLINE_TIMER, s.c.state == SagaState.RUNNING.value, t.c.fires_at < now - _GRACE
+            )
+            .group_by(s.c.type)
+        )
         try:
             with self._engine.connect() as conn:
                 rows = conn.execute(query).all()
+                overdue_by = {saga_type: int(n) for saga_type, n in conn.execute(overdue)}
         except SQLAlchemyError as exc:
             log.debug("saga.gauge_unavailable", error=type(exc).__name__)
             return
@@ -116,6 +136,8 @@ class SagaGauges(Collector):
         for saga_type, count in sorted(stuck_by.items()):
             stuck.add_metric([saga_type], count)
             oldest.add_metric([saga_type], oldest_by.get(saga_type, 0.0))
+            missed.add_metric([saga_type], overdue_by.get(saga_type, 0))
         yield instances
         yield stuck
         yield oldest
+        yield missed

@@ -32,7 +32,7 @@ from ._model import Outcome, SagaInstance, SagaState, StepLogKind
 from ._reply import parse_reply
 from ._store import delete_timers, insert_instance, select_instance, select_timer, storage_error
 from ._tracing import transition_span
-from ._transition import RETRY_TIMER, TIMEOUT_TIMER, Run, Topics
+from ._transition import DEADLINE_TIMER, RETRY_TIMER, TIMEOUT_TIMER, Run, Topics
 from .tables import saga_instance
 
 __all__ = ["DEFAULT_REPLY_TOPIC", "DEFAULT_TIMER_TOPIC", "Orchestrator"]
@@ -188,6 +188,7 @@ class Orchestrator:
         run = Run(session, definition, instance, self._topics, cause=None if cause is None else cause.id)
         run.record(StepLogKind.STARTED, detail=definition.name)
         log.info("saga.started", saga_id=str(sid), saga_type=definition.name, correlation_id=correlation)
+        run.start_deadline()  # first: a step's timer then names the next pending deadline
         run.enter_action(0, 1)
         run.finish()
         return sid
@@ -233,13 +234,18 @@ class Orchestrator:
         coords = parse_coordinates(envelope.headers, envelope_label(envelope))
         name = _timer_name(envelope)
         instance = select_instance(session, coords.saga_id, lock=True)
-        why = self._mismatch(instance, coords, needs_command=name == TIMEOUT_TIMER)
+        if name == DEADLINE_TIMER:  # about the whole saga, not a step: no position to match
+            why = _deadline_mismatch(instance)
+        else:
+            why = self._mismatch(instance, coords, needs_command=name == TIMEOUT_TIMER)
         if why is None and select_timer(session, coords.saga_id, name) != envelope.id:
             why = "timer cancelled"
         if instance is None or why is not None:
             return self._ignored("saga.timer_ignored", coords, instance, why or "unknown saga", envelope)
-        run = self._claim(session, instance, envelope)
-        if name == RETRY_TIMER:
+        run = self._claim(session, instance, envelope, timer=name)
+        if name == DEADLINE_TIMER:
+            run.deadline_passed()
+        elif name == RETRY_TIMER:
             run.retry_due()
         elif coords.phase is Phase.ACTION:
             run.action_timed_out()
@@ -264,8 +270,13 @@ class Orchestrator:
                 why = "the step sends no command"
         return why
 
-    def _claim(self, session: Session, instance: SagaInstance, envelope: Envelope) -> Run:
-        """Bump the version (``WHERE version = :expected``) and cancel the saga's pending timers."""
+    def _claim(
+        self, session: Session, instance: SagaInstance, envelope: Envelope, *, timer: str | None = None
+    ) -> Run:
+        """Bump the version (``WHERE version = :expected``) and cancel the saga's pending step timers.
+
+        The overall deadline's timer stays (until it fires, ``timer``, or the saga ends).
+        """
         result = session.connection().execute(
             update(saga_instance)
             .where(saga_instance.c.id == instance.id, saga_instance.c.version == instance.version)
@@ -273,7 +284,8 @@ class Orchestrator:
         )
         if result.rowcount != 1:
             raise SagaConflictError(f"saga {instance.id} changed meanwhile (version {instance.version})")
-        delete_timers(session, instance.id, self._topics.outbox_config)
+        keep = () if timer == DEADLINE_TIMER else (DEADLINE_TIMER,)
+        delete_timers(session, instance.id, self._topics.outbox_config, keep=keep)
         claimed = dataclasses.replace(instance, version=instance.version + 1)
         definition = self._definition_of(instance)
         return Run(session, definition, claimed, self._topics, cause=envelope.id)
@@ -328,9 +340,17 @@ def _position_mismatch(instance: SagaInstance, coords: Coordinates) -> str | Non
     return None
 
 
+def _deadline_mismatch(instance: SagaInstance | None) -> str | None:
+    if instance is None:
+        return "unknown saga"
+    if instance.state is not SagaState.RUNNING:  # compensating already: let it finish
+        return f"saga already {instance.state.value}"
+    return None
+
+
 def _timer_name(envelope: Envelope) -> str:
     payload = envelope.payload
     name = payload.get("timer") if isinstance(payload, Mapping) else None
-    if name not in {TIMEOUT_TIMER, RETRY_TIMER}:
+    if name not in {TIMEOUT_TIMER, RETRY_TIMER, DEADLINE_TIMER}:
         raise SagaMessageError(f"{envelope_label(envelope)} is not a saga timer")
     return str(name)

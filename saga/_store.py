@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import RowMapping, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
@@ -163,18 +163,21 @@ def insert_timer(session: Session, values: dict[str, object]) -> None:
     session.execute(insert(saga_timer).values(**values))
 
 
-def delete_timers(session: Session, saga_id: uuid.UUID, config: OutboxConfig | None) -> int:
-    """Cancel every pending timer of the saga: its row, and its message while still unpublished.
+def delete_timers(
+    session: Session, saga_id: uuid.UUID, config: OutboxConfig | None, *, keep: Collection[str] = ()
+) -> int:
+    """Cancel the saga's pending timers but ``keep``: their rows, and their messages while unpublished.
 
     A timer message the relay has already taken is left alone; when it
     arrives its row is gone and :meth:`Orchestrator.handle_timer` ignores it.
     """
-    message_ids = list(
-        session.execute(select(saga_timer.c.message_id).where(saga_timer.c.saga_id == saga_id)).scalars()
-    )
+    which = [saga_timer.c.saga_id == saga_id]
+    if keep:
+        which.append(saga_timer.c.name.not_in(list(keep)))
+    message_ids = list(session.execute(select(saga_timer.c.message_id).where(*which)).scalars())
     if not message_ids:
         return 0
-    session.execute(delete(saga_timer).where(saga_timer.c.saga_id == saga_id))
+    session.execute(delete(saga_timer).where(*which))
     outbox = outbox_tables(config).outbox
     session.execute(
         delete(outbox).where(outbox.c.message_id.in_(message_ids), outbox.c.published_at.is_(None))

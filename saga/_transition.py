@@ -27,10 +27,10 @@ from ._errors import SagaConflictError, StepFailed
 from ._headers import CAUSATION_ID, CORRELATION_ID, REPLY_TO, SAGA_TYPE, Coordinates, Phase
 from ._metrics import observe_finished
 from ._model import SagaInstance, SagaState, StepLogKind
-from ._store import insert_log, insert_timer, update_instance
+from ._store import delete_timers, insert_log, insert_timer, update_instance
 from ._tracing import annotate
 
-__all__ = ["RETRY_TIMER", "TIMEOUT_TIMER", "TIMER_TYPE", "Run", "Topics"]
+__all__ = ["DEADLINE_TIMER", "RETRY_TIMER", "TIMEOUT_TIMER", "TIMER_TYPE", "Run", "Topics"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,8 @@ TIMEOUT_TIMER = "timeout"
 """Fires when a command's reply is overdue."""
 RETRY_TIMER = "retry"
 """Fires when a failed local action or compensation is due to be tried again."""
+DEADLINE_TIMER = "deadline"
+"""Fires when a saga's overall deadline (``SagaDefinition.deadline``) passes; kept across transitions."""
 TIMER_TYPE = "saga.timer"
 
 
@@ -124,6 +126,8 @@ class Run:
         self._set(version=self.expected_version, updated_at=self.now)
         if not update_instance(self.session, self.inst, expected_version=self.expected_version):
             raise SagaConflictError
+        if self.inst.state.final:  # the overall deadline's timer outlives transitions, not the saga
+            delete_timers(self.session, self.inst.id, self.topics.outbox_config)
         insert_log(self.session, self.log_rows)
         observe_finished(self.session, self.state_before, self.inst)
         annotate(self.state_before, self.inst)
@@ -260,6 +264,23 @@ class Run:
             self.enter_action(index, attempt + 1)
         else:
             self.enter_compensation(index, attempt + 1)
+
+    def start_deadline(self) -> None:
+        """Set the overall deadline's timer (at start, when the definition has a ``deadline``)."""
+        if self.definition.deadline is not None:
+            self._set_timer(DEADLINE_TIMER, self.definition.deadline, Phase.ACTION)
+
+    def deadline_passed(self) -> None:
+        """The saga ran past its overall deadline: compensate, including the step in flight."""
+        index = self.inst.step
+        step = self.definition.steps[index]
+        deadline = self.definition.deadline or dt.timedelta(0)
+        reason = f"saga deadline of {deadline.total_seconds():g}s passed at step {step.name!r}"
+        self.record(StepLogKind.TIMED_OUT, detail="saga deadline", error=reason)
+        self.log.warning("saga.deadline_passed", saga_type=self.inst.type, step=index, reason=reason)
+        # A command in flight may have been done with its reply lost: compensate it too,
+        # as after a step timeout. A local step that is waiting for a retry did not happen.
+        self.begin_compensation(index if isinstance(step.action, Command) else index - 1, reason)
 
     # -- effects -------------------------------------------------------------
 

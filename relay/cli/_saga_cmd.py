@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
@@ -62,11 +63,12 @@ def show(
             if instance is None:
                 raise saga.SagaNotFoundError(f"no saga {sid} in {redact_url(db)}")
             entries = saga.select_step_log(conn, sid)
+            deadline = saga.select_saga_deadline(conn, sid)
     except DBAPIError as exc:
         raise StorageError(f"cannot read {redact_url(db)}: {type(exc.orig).__name__}") from None
     finally:
         engine.dispose()
-    typer.echo(_json(instance, entries) if as_json else _text(instance, entries))
+    typer.echo(_json(instance, entries, deadline) if as_json else _text(instance, entries, deadline))
 
 
 def _engine(url: str, schema: str | None) -> Engine:
@@ -103,7 +105,7 @@ def _time(value: object) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else "-"
 
 
-def _json(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
+def _json(instance: saga.SagaInstance, entries: list[saga.StepLogEntry], deadline: dt.datetime | None) -> str:
     doc = {
         "saga": {
             "id": str(instance.id),
@@ -115,6 +117,8 @@ def _json(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
             "correlation_id": instance.correlation_id,
             "error": instance.error,
             "deadline_at": None if instance.deadline_at is None else _time(instance.deadline_at),
+            # The overall deadline (SagaDefinition.deadline), while pending; deadline_at is the next timer.
+            "saga_deadline_at": None if deadline is None else _time(deadline),
             "created_at": _time(instance.created_at),
             "updated_at": _time(instance.updated_at),
             "data": instance.data,
@@ -136,7 +140,7 @@ def _json(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def _text(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
+def _text(instance: saga.SagaInstance, entries: list[saga.StepLogEntry], deadline: dt.datetime | None) -> str:
     lines = [
         (
             f"saga {instance.id}  type={instance.type}  state={instance.state.value}"
@@ -149,6 +153,10 @@ def _text(instance: saga.SagaInstance, entries: list[saga.StepLogEntry]) -> str:
     ]
     if instance.deadline_at is not None:
         lines.append(f"next timer at {_time(instance.deadline_at)}")
+    if deadline is not None:
+        left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+        when = f"in {left:.0f}s" if left >= 0 else f"{-left:.0f}s ago, not handled yet"
+        lines.append(f"saga deadline at {_time(deadline)} ({when})")
     if instance.error:
         lines.append(f"error: {instance.error}")
     lines.append(f"data: {json.dumps(instance.data, ensure_ascii=False, sort_keys=True)}")

@@ -172,7 +172,8 @@ def test_relay_oldest_due_age_grows_while_the_broker_is_down(
 
 
 def _seed_consumer_state(url: str) -> None:
-    """2 dead letters and 1 parked entry behind them (key k) of group `billing`; sagas: 2 running (1 stuck), 1 completed."""
+    """2 dead letters, 1 parked entry behind them (key k) of group `billing`; sagas: 2 running (1 stuck, past
+    its deadline), 1 completed."""
     engine = create_engine(url, poolclass=NullPool)
     domain.create_all(engine)
     now = dt.datetime.now(dt.UTC)
@@ -186,13 +187,20 @@ def _seed_consumer_state(url: str) -> None:
                 ),
                 {"e": f"1-{n}", "err": error},
             )
+        ids = []
         for state, age in [("running", dt.timedelta(hours=2)), ("running", dt.timedelta(0)), ("completed", dt.timedelta(0))]:  # fmt: skip
+            ids.append(uuid.uuid4())
             conn.execute(
                 insert(saga.tables.saga_instance).values(
-                    id=uuid.uuid4(), type="order", state=state, step=0, attempt=1, data="{}", version=1,
+                    id=ids[-1], type="order", state=state, step=0, attempt=1, data="{}", version=1,
                     correlation_id="c", created_at=now - age, updated_at=now - age,
                 )
             )  # fmt: skip
+        # The stuck saga's overall deadline passed an hour ago and its timer never arrived.
+        conn.execute(insert(saga.tables.saga_timer).values(
+            saga_id=ids[0], name=saga.DEADLINE_TIMER, message_id=uuid.uuid4(), step=0, attempt=1,
+            fires_at=now - dt.timedelta(hours=1), created_at=now - dt.timedelta(hours=2),
+        ))  # fmt: skip
     engine.dispose()
 
 
@@ -228,6 +236,7 @@ def test_consumer_gauges_and_probes_on_a_scrape(
     assert value(s, "outboxkit_saga_instances", type="order", state="running") == 2
     assert value(s, "outboxkit_saga_instances", type="order", state="completed") == 1
     assert value(s, "outboxkit_saga_stuck", type="order") == 1
+    assert value(s, "outboxkit_saga_deadline_missed", type="order") == 1
     assert (value(s, "outboxkit_saga_oldest_open_age_seconds", type="order") or 0) >= 7000
     assert value(s, "outboxkit_daemon_ready", daemon="consumer") == 1
     assert probe(port, "/healthz") == 200

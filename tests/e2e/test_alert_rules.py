@@ -14,6 +14,7 @@ from relay.cli._alerts_cmd import alerts, rules_text
 from tests._cli import run_cli
 
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.e2e
 PROMTOOL = shutil.which("promtool")
 # In CI a missing promtool is a broken setup (scripts/test installs it), not a reason to skip.
 needs_promtool = pytest.mark.skipif(
