@@ -43,9 +43,10 @@ _SCOPE = "outboxkit"
 @cache
 def otel_installed() -> bool:
     """Whether ``opentelemetry-api`` can be imported (looked up once, imported only when used)."""
-    return importlib.util.find_spec("opentelemetry") is not None and (
-        importlib.util.find_spec("opentelemetry.trace") is not None
-    )
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
+        return False
 
 
 def _trace() -> ModuleType:
@@ -54,21 +55,40 @@ def _trace() -> ModuleType:
     return trace
 
 
+_tracers: dict[int, Any] = {}  # per provider (tests and applications may replace it): get_tracer is not free
+
+
 def tracer() -> Any:  # noqa: ANN401 - opentelemetry.trace.Tracer, whose package is optional
     """The outboxkit tracer of the current global tracer provider."""
     from outbox import __version__  # noqa: PLC0415 - avoid an import cycle at module load
 
-    return _trace().get_tracer(_SCOPE, __version__)
+    provider = _trace().get_tracer_provider()
+    found = _tracers.get(id(provider))
+    if found is None or found[0] is not provider:
+        found = (provider, provider.get_tracer(_SCOPE, __version__))
+        _tracers.clear()  # one provider at a time; keeps no stale one alive
+        _tracers[id(provider)] = found
+    return found[1]
 
 
-def _inject(context: Any = None) -> dict[str, str]:  # noqa: ANN401
+@cache
+def _propagator() -> Any:  # noqa: ANN401 - TraceContextTextMapPropagator
     from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415 - optional dependency
         TraceContextTextMapPropagator,
     )
 
+    return TraceContextTextMapPropagator()
+
+
+def _inject(context: Any = None) -> dict[str, str]:  # noqa: ANN401
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier, context=context)
+    _propagator().inject(carrier, context=context)
     return carrier
+
+
+def _sdk_absent(trace: ModuleType) -> bool:
+    """No provider was set (the API's proxy): no span would record, skip the work."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def creation_headers(
@@ -82,6 +102,8 @@ def creation_headers(
     if not otel_installed() or (user_headers is not None and TRACEPARENT in user_headers):
         return {}
     trace = _trace()
+    if _sdk_absent(trace):  # nothing records; carry a context another library made current, if any
+        return _inject() if trace.get_current_span().get_span_context().is_valid else {}
     span = tracer().start_span(
         f"create {topic}",
         kind=trace.SpanKind.PRODUCER,

@@ -249,3 +249,42 @@ def test_a_bad_traceparent_is_logged_once_per_reason_without_its_value(spans: In
     assert warnings[0]["reason"] == "traceparent_malformed"
     assert bad not in json.dumps(warnings[0])
     assert len(_named(spans, "process ")) == 3
+
+
+_WITHOUT_OTEL = """
+import sys
+sys.modules["opentelemetry"] = None  # as if outboxkit[otel] were not installed: any import fails
+import datetime as dt, json, uuid
+import sqlalchemy as sa
+import outbox, relay, inbox, saga
+from inbox._tracing import process_span
+from relay._tracing import send_span
+url = sys.argv[1]
+engine = sa.create_engine(url)
+with engine.begin() as conn:
+    outbox.publish(conn, "orders.events", {"n": 1}, headers={"a": "b"})
+row = engine.connect().execute(sa.select(outbox.outbox_tables().outbox)).one()
+fields = outbox.encode_entry(message_id=row.message_id, topic=row.topic, type=row.type, source=row.source,
+                             key=row.key, time=row.created_at, headers_json=row.headers, data_json=row.payload)
+message = outbox.decode_entry({**fields, "traceparent": "garbage"})
+with process_span(message, consumer="c", stream="s", attempt=1), send_span([], "redis"):
+    pass
+assert outbox.add_trace_ids(None, "info", {"event": "x"}) == {"event": "x"}
+loaded = sorted(name for name, module in sys.modules.items() if name.startswith("opentelemetry") and module)
+print(json.dumps({"headers": json.loads(row.headers), "fields": sorted(fields), "loaded": loaded}))
+"""
+
+
+def test_without_opentelemetry_nothing_is_imported_and_nothing_changes(sqlite_url: str) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests._cli import REPO_ROOT, cli_env  # noqa: PLC0415
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_OTEL, sqlite_url], cwd=REPO_ROOT, env=cli_env(),
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert doc["loaded"] == []
+    assert doc["headers"] == {"a": "b"}
+    assert "traceparent" not in doc["fields"]
