@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._status import read_backlog
+from ._status import read_backlog, read_open_transactions
 
 if TYPE_CHECKING:
     from ._store import OutboxStore
@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["HELD_REASONS", "RelayMetrics"]
 
 _BACKLOG_EVERY_S = 5.0
-# Why an unpublished row is not claimed now. There is no "open transaction"
-# reason: the relay keeps no high-water mark, so a transaction still open holds
-# back no committed row (see docs/adr/0013-monitoring-and-tracing.md).
+# Why an unpublished row is not claimed now. Rows of a transaction still open
+# are invisible, so they cannot be counted: their reason is reported as the
+# open transactions themselves (outboxkit_relay_open_transactions). The relay
+# keeps no high-water mark, so such a transaction holds back no committed row
+# (see docs/adr/0013-monitoring-and-tracing.md).
 HELD_REASONS = ("backoff", "parked_key", "delayed")
 # Commit-to-broker latency: from a few milliseconds (NOTIFY wake-up) to minutes (outage).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -95,6 +97,17 @@ class RelayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.open_transactions = Gauge(
+            "outboxkit_relay_open_transactions",
+            "Transactions open over 5 s in the outbox's database (PostgreSQL): the rows they wrote are"
+            " held back until they commit.",
+            registry=r,
+        )
+        self.oldest_open_transaction = Gauge(
+            "outboxkit_relay_oldest_open_transaction_seconds",
+            "Age of the oldest of those transactions (0 when none).",
+            registry=r,
+        )
         self._backlog_at = 0.0
         self._dead_letter_topics: set[str] = set()
 
@@ -123,6 +136,7 @@ class RelayMetrics:
         try:
             with engine.connect() as conn:
                 backlog = read_backlog(conn, store.tables, now=now, detail=False)
+                open_tx = read_open_transactions(conn)
         except SQLAlchemyError:
             return  # the loop reports database trouble itself
         self.backlog.set(backlog.pending)
@@ -133,6 +147,9 @@ class RelayMetrics:
         self.held.labels(reason="parked_key").set(backlog.behind_parked_key)
         self.held.labels(reason="delayed").set(backlog.delayed)
         self.oldest_due_age.set(backlog.oldest_due_age_s or 0.0)
+        if open_tx is not None:
+            self.open_transactions.set(open_tx[0])
+            self.oldest_open_transaction.set(open_tx[1])
         # A topic whose dead letters were all retried or purged drops to 0, not to stale.
         topics = self._dead_letter_topics | set(backlog.dead_letters_by_topic)
         for topic in topics:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from outbox.tables import OutboxTables
 
 from .tables import relay_lease, relay_member
 
-__all__ = ["Backlog", "read_backlog", "read_dead_letters_by_topic"]
+__all__ = ["OPEN_TX_AGE_S", "Backlog", "read_backlog", "read_dead_letters_by_topic", "read_open_transactions"]
+
+OPEN_TX_AGE_S = 5
+"""Transactions open longer than this are reported (status, metrics): their rows appear when they commit."""
 
 
 @dataclass(slots=True)
@@ -36,6 +39,27 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:  # SQLite returns naive UTC
         return value.replace(tzinfo=dt.UTC)
     return value
+
+
+def read_open_transactions(conn: Connection) -> tuple[int, float] | None:
+    """Transactions open longer than :data:`OPEN_TX_AGE_S` in this database, and the oldest one's age.
+
+    PostgreSQL only (``None`` elsewhere). Nothing waits behind them (rows are
+    claimed by state, not by a high-water mark), but the rows such a transaction
+    wrote stay invisible, so its own events are late. ``pg_stat_activity`` shows
+    other roles' transactions only to superusers and ``pg_read_all_stats``.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.execute(
+        text(
+            "SELECT count(*), coalesce(extract(epoch FROM max(now() - xact_start)), 0) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND xact_start < now() - make_interval(secs => :age)"
+        ),
+        {"age": OPEN_TX_AGE_S},
+    ).one()
+    return int(row[0]), float(row[1])
 
 
 def read_dead_letters_by_topic(conn: Connection, tables: OutboxTables) -> dict[str, int]:

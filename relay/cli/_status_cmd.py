@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, func, inspect, select, text
+from sqlalchemy import Connection, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from inbox import PARKED_ERROR, consumer_group_status, inbox_dead_letter
@@ -18,7 +18,7 @@ from outbox.brokers import GroupStatus, connect_publisher
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
-from relay._status import Backlog, read_backlog
+from relay._status import OPEN_TX_AGE_S, Backlog, read_backlog, read_open_transactions
 from saga import SagaCount, count_sagas
 
 from ._context import DATABASE_URL_ENV
@@ -82,26 +82,9 @@ def status(
         raise typer.Exit(EXIT_BROKER_UNREACHABLE)
 
 
-_OPEN_TX_AGE_S = 5
-
-
 def _open_transactions(conn: Connection) -> dict[str, float | int] | None:
-    """Transactions open longer than a few seconds (PostgreSQL): their rows appear when they commit.
-
-    Nothing waits behind them (rows are claimed by state, not by a high-water
-    mark), but a long one delays its own events; this shows it.
-    """
-    if conn.dialect.name != "postgresql":
-        return None
-    row = conn.execute(
-        text(
-            "SELECT count(*), coalesce(extract(epoch FROM max(now() - xact_start)), 0) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND xact_start < now() - make_interval(secs => :age)"
-        ),
-        {"age": _OPEN_TX_AGE_S},
-    ).one()
-    return {"count": int(row[0]), "oldest_s": round(float(row[1]), 1)}
+    found = read_open_transactions(conn)
+    return None if found is None else {"count": found[0], "oldest_s": round(found[1], 1)}
 
 
 def _sagas(conn: Connection) -> list[SagaCount]:
@@ -178,7 +161,7 @@ def _print(b: Backlog, open_tx: dict[str, float | int] | None) -> None:
     )
     if open_tx is not None:
         typer.echo(
-            f"  transactions open over {_OPEN_TX_AGE_S}s: {open_tx['count']} (oldest {open_tx['oldest_s']}s);"
+            f"  transactions open over {OPEN_TX_AGE_S}s: {open_tx['count']} (oldest {open_tx['oldest_s']}s);"
             " their rows appear when they commit, nothing else waits behind them"
         )
     typer.echo(f"kept for the replay window: {b.kept_published} rows")

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.pool import NullPool
 
 import inbox
+import outbox
 import saga
 from tests._cli import REPO_ROOT, cli_env
 from tests._inbox import domain, entry
@@ -117,34 +118,45 @@ def _hold_rows_back(url: str) -> None:
 def test_relay_gauges_and_probes_on_a_scrape(
     daemon: Callable[..., subprocess.Popen[bytes]], pg_url: str, redis_url: str, stream_prefix: str
 ) -> None:
-    """Backlog, rows held back by reason, dead letters by topic, publish latency: exact values; both probes."""
+    """Backlog, rows held back by reason, open transactions, dead letters by topic, publish latency; probes."""
     write_events(pg_url, 10)
     _hold_rows_back(pg_url)
+    engine = create_engine(pg_url, poolclass=NullPool)
+    open_tx = engine.connect()
+    open_tx.begin()  # a transaction that stays open: its row is invisible, the transaction is counted
+    outbox.publish(open_tx, "orders", {"late": True}, key="late")
     port = free_port()
     proc = daemon("relay", "--db", pg_url, "--broker", redis_url, "--stream-prefix", stream_prefix,
                   "--metrics-port", str(port), "--on-dead-letter", "skip")  # fmt: skip
+    try:
 
-    def settled() -> bool:
+        def settled() -> bool:
+            s = scrape(port)
+            return (
+                value(s, "outboxkit_relay_published_total", topic="orders") == 10
+                and value(s, "outboxkit_relay_backlog_rows") == 5
+                and value(s, "outboxkit_relay_open_transactions") == 1
+            )
+
+        wait_until(settled, timeout=40)
         s = scrape(port)
-        return (
-            value(s, "outboxkit_relay_published_total", topic="orders") == 10
-            and value(s, "outboxkit_relay_backlog_rows") == 5
-        )
-
-    wait_until(settled, timeout=30)
-    s = scrape(port)
-    assert value(s, "outboxkit_relay_held_rows", reason="backoff") == 1
-    assert value(s, "outboxkit_relay_held_rows", reason="parked_key") == 2
-    assert value(s, "outboxkit_relay_held_rows", reason="delayed") == 2
-    assert value(s, "outboxkit_relay_dead_letter_rows", topic="payments") == 2
-    assert value(s, "outboxkit_relay_oldest_due_age_seconds") == 0  # nothing claimable is waiting
-    assert (value(s, "outboxkit_relay_oldest_age_seconds") or 0) > 0
-    assert value(s, "outboxkit_relay_publish_latency_seconds_count", topic="orders") == 10
-    assert value(s, "outboxkit_relay_owned_partitions") == 16
-    assert value(s, "outboxkit_daemon_ready", daemon="relay") == 1
-    assert probe(port, "/healthz") == 200
-    assert probe(port, "/readyz") == 200
-    assert probe(port, "/nope") == 404
+        assert value(s, "outboxkit_relay_held_rows", reason="backoff") == 1
+        assert value(s, "outboxkit_relay_held_rows", reason="parked_key") == 2
+        assert value(s, "outboxkit_relay_held_rows", reason="delayed") == 2
+        assert (value(s, "outboxkit_relay_oldest_open_transaction_seconds") or 0) >= 5
+        assert value(s, "outboxkit_relay_dead_letter_rows", topic="payments") == 2
+        assert value(s, "outboxkit_relay_oldest_due_age_seconds") == 0  # nothing claimable is waiting
+        assert (value(s, "outboxkit_relay_oldest_age_seconds") or 0) > 0
+        assert value(s, "outboxkit_relay_publish_latency_seconds_count", topic="orders") == 10
+        assert value(s, "outboxkit_relay_owned_partitions") == 16
+        assert value(s, "outboxkit_daemon_ready", daemon="relay") == 1
+        assert probe(port, "/healthz") == 200
+        assert probe(port, "/readyz") == 200
+        assert probe(port, "/nope") == 404
+    finally:
+        open_tx.rollback()
+        open_tx.close()
+        engine.dispose()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
 

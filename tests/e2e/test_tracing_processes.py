@@ -110,3 +110,13 @@ def test_one_trace_from_the_request_to_the_handler_in_other_processes(
         assert send["service"] == "relay"
         linked = {link["span_id"] for link in send["links"]}
         assert linked == {hex_span(s) for s in creates.values()}
+
+
+def test_a_bad_otel_setup_is_one_line_and_exit_2() -> None:
+    from tests._cli import run_cli  # noqa: PLC0415
+
+    result = run_cli("--otel-setup", "tests.no_such_module:setup", "alerts")
+    assert result.returncode == 2
+    expected = "outboxkit: error: --otel-setup: cannot load 'tests.no_such_module:setup': No module named"
+    assert result.stderr.strip().splitlines() == [f"{expected} 'tests.no_such_module'"]
+    assert result.stdout == ""
