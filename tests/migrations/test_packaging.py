@@ -43,7 +43,12 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "outbox/_migrations/env.py" in names
     assert "outbox/_migrations/versions/0001_outbox_tables.py" in names
-    assert {"outbox/__init__.py", "inbox/__init__.py", "relay/cli/__init__.py", "saga/__init__.py"} <= names
+    assert {
+        "outbox/__init__.py",
+        "inbox/__init__.py",
+        "outboxkit/cli/__init__.py",
+        "saga/__init__.py",
+    } <= names
     assert "outbox/py.typed" in names
     assert not any(name.startswith("tests/") for name in names)
 
@@ -61,7 +66,7 @@ def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
     env["PYTHONPATH"] = str(target)
     code = (
-        "import sys, outbox; from relay.cli import main;"
+        "import sys, outbox; from outboxkit.cli import main;"
         "assert outbox.__file__.startswith(sys.argv[1]), outbox.__file__;"
         "print(outbox.migrations_path()); sys.exit(main(['migrate', '--db', sys.argv[2]]))"
     )
@@ -85,8 +90,8 @@ def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Pa
 
 
 def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
-    """`pip install outboxkit && outboxkit demo`: the demo's services ship in the wheel (saga.demo) and run."""
-    assert "saga/demo/__init__.py" in set(zipfile.ZipFile(wheel).namelist())
+    """`pip install outboxkit && outboxkit demo`: the demo's services ship in the wheel (outboxkit.demo) and run."""
+    assert "outboxkit/demo/__init__.py" in set(zipfile.ZipFile(wheel).namelist())
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -97,8 +102,8 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
     env["PYTHONPATH"] = str(target)
     code = (
-        "import sys, saga.demo; from relay.cli import main;"
-        "assert saga.demo.__file__.startswith(sys.argv[1]), saga.demo.__file__;"
+        "import sys, outboxkit.demo; from outboxkit.cli import main;"
+        "assert outboxkit.demo.__file__.startswith(sys.argv[1]), outboxkit.demo.__file__;"
         "sys.exit(main(['demo', '--orders', '3', '--pace', '0.1']))"
     )
     done = subprocess.run(
