@@ -20,7 +20,8 @@ One ``EVALSHA`` per batch does, atomically on the server:
 Because a script is atomic, a fence check and the appends it guards cannot be
 interleaved with another relay's batch: this is what makes fencing exact.
 Redis Cluster needs every key of a script in one slot: give a prefix with a
-hash tag (``{orders}:``) there.
+hash tag (``{orders}:``) there. The script is ``publish_batch.lua`` beside
+this module.
 
 .. versionadded:: 0.1
 """
@@ -32,15 +33,16 @@ from collections.abc import Sequence
 from itertools import chain
 
 import redis
-import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox._redact import redact_url
-from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
+from outbox.errors import ConfigError, FencedError
 
 from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from ._errors import broker_error
 from ._keys import fence_key, incarnation_key
+from ._scripts import lua_source
 
 __all__ = ["RedisStreamsPublisher"]
 
@@ -55,68 +57,6 @@ _TRANSIENT_PREFIXES = (
     "CLUSTERDOWN",
     "TRYAGAIN",
 )
-
-_SCRIPT = """
-local inc = redis.call('GET', KEYS[1])
-if not inc then
-  redis.call('SET', KEYS[1], ARGV[1])
-  inc = ARGV[1]
-end
-if inc ~= ARGV[2] then
-  return {inc, 'INCARNATION'}
-end
-local nf = tonumber(ARGV[3])
-for i = 1, nf do
-  local cur = redis.call('GET', KEYS[1 + i])
-  if cur and tonumber(cur) > tonumber(ARGV[3 + i]) then
-    return {inc, 'FENCED', KEYS[1 + i], cur}
-  end
-end
-for i = 1, nf do
-  redis.call('SET', KEYS[1 + i], ARGV[3 + i])
-end
-local a = 4 + nf
-local ne = tonumber(ARGV[a])
-a = a + 1
-local out = {inc, 'OK'}
-local failed = {}
-local clean = true
-local halted = false
-for e = 1, ne do
-  local maxlen = ARGV[a]
-  local okey = ARGV[a + 1]
-  local n = tonumber(ARGV[a + 2])
-  if halted or (okey ~= '' and failed[okey]) then
-    out[#out + 1] = '-'
-    clean = false
-  else
-    -- The fields straight from ARGV (unpack with a range): no per-entry table.
-    local r
-    local key, last = KEYS[1 + nf + e], a + 2 + 2 * n
-    if maxlen ~= '' then
-      r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 3, last))
-    else
-      r = redis.pcall('XADD', key, '*', unpack(ARGV, a + 3, last))
-    end
-    if type(r) == 'table' and r.err then
-      out[#out + 1] = '!' .. r.err
-      clean = false
-      if okey ~= '' then failed[okey] = true end
-      local head = string.sub(r.err, 1, 12)
-      for _, p in ipairs({'OOM', 'LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'NOREPLICAS'}) do
-        if string.sub(head, 1, #p) == p then halted = true end
-      end
-    else
-      out[#out + 1] = r
-    end
-  end
-  a = a + 3 + 2 * n
-end
-if clean then
-  return {inc, 'ALL'}
-end
-return out
-"""
 
 
 class RedisStreamsPublisher:
@@ -148,10 +88,10 @@ class RedisStreamsPublisher:
                 retry=Retry(NoBackoff(), 0),
                 decode_responses=False,
             )
-        except (ValueError, redis.exceptions.RedisError) as exc:
+        except (ValueError, redis.RedisError) as exc:
             msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
             raise ConfigError(msg) from None
-        self._script = self._client.register_script(_SCRIPT)
+        self._script = self._client.register_script(lua_source("publish_batch"))
         self._prefix = key_prefix
         self._max_len = "" if max_len is None else str(max_len)
 
@@ -193,15 +133,8 @@ class RedisStreamsPublisher:
             args += chain.from_iterable(fields.items())  # name, value, name, value, ...
         try:
             reply = self._script(keys=keys, args=args)
-        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
-            # Not an outage: credentials or ACL rules are wrong, retrying cannot help.
-            name = type(exc).__name__
-            msg = f"Redis at {self._description} refused the relay: {name}: check the user, password and ACL"
-            raise BrokerAuthError(msg) from None
-        except redis.exceptions.ResponseError as exc:
-            raise BrokerError(f"Redis refused the publish script: {_first_line(exc)}") from None
-        except redis.exceptions.RedisError as exc:
-            raise BrokerError(f"Redis at {self._description} unavailable: {type(exc).__name__}") from None
+        except redis.RedisError as exc:
+            raise broker_error(exc, where=self._description, what="the relay's publish script") from None
         return self._result(reply, len(entries))
 
     def _result(self, reply: list[bytes], count: int) -> PublishResult:
@@ -236,8 +169,3 @@ class RedisStreamsPublisher:
 
 
 _PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

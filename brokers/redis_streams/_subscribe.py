@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from outbox._redact import redact_url
-from outbox.errors import BrokerAuthError, BrokerError, ConfigError
+from outbox.errors import ConfigError
 
 from .._subscriber import Delivery, GroupStatus, RedeliveryHorizon
+from ._errors import AUTH_FAILURES, FAILURES, broker_error
 from ._keys import lease_key, mark_key, members_key
+from ._scripts import lua_source
 
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "RedisStreamsSubscriber"]
 
@@ -38,29 +38,6 @@ T = TypeVar("T")
 
 DEFAULT_SOCKET_TIMEOUT = dt.timedelta(seconds=10)
 _BLOCK_MARGIN = dt.timedelta(seconds=1)
-
-# Take the lease if it is free or already ours; PX renews it atomically.
-_ACQUIRE = """
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Members are scored by expiry, in Redis's own clock so hosts' clocks do not matter.
-_HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('ZCARD', KEYS[1])
-"""
 
 
 def _ms(value: dt.timedelta) -> int:
@@ -88,9 +65,9 @@ class RedisStreamsSubscriber:
         self._redis = client
         self._socket_timeout = socket_timeout
         self._where = "redis"
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._acquire = client.register_script(lua_source("acquire_lease"))
+        self._release = client.register_script(lua_source("release_lease"))
+        self._heartbeat = client.register_script(lua_source("heartbeat"))
 
     @classmethod
     def from_url(
@@ -121,22 +98,18 @@ class RedisStreamsSubscriber:
         return self._socket_timeout - _BLOCK_MARGIN
 
     async def _call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        # The one boundary where redis-py errors become BrokerError.
+        # ResponseError passes through: NOGROUP and BUSYGROUP are states the callers handle.
         try:
             return await action()
-        except (AuthenticationError, NoPermissionError) as exc:
-            # Not an outage: retrying cannot help, so it is never retried.
-            name = type(exc).__name__
-            msg = f"Redis at {self._where} refused {what}: {name}: check the user, password and ACL rules"
-            raise BrokerAuthError(msg) from exc
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            msg = f"Redis at {self._where} unreachable during {what}: {type(exc).__name__}"
-            raise BrokerError(msg) from exc
+        except AUTH_FAILURES as exc:  # before ResponseError: NoPermissionError is one
+            raise broker_error(exc, where=self._where, what=what) from exc
         except ResponseError:
             raise
-        except RedisError as exc:
-            msg = f"Redis at {self._where} refused {what}: {type(exc).__name__}: {exc}"
-            raise BrokerError(msg) from exc
+        except FAILURES as exc:
+            raise broker_error(exc, where=self._where, what=what) from exc
+
+    def _refused(self, what: str, exc: ResponseError) -> Exception:
+        return broker_error(exc, where=self._where, what=what)
 
     async def ensure_group(self, stream: str, group: str) -> None:
         """``XGROUP CREATE stream group 0 MKSTREAM``, ignoring ``BUSYGROUP``."""
@@ -146,7 +119,7 @@ class RedisStreamsSubscriber:
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
-                raise BrokerError(f"XGROUP CREATE refused: {exc}") from exc
+                raise self._refused("XGROUP CREATE", exc) from exc
 
     async def _recreate(self, stream: str, group: str) -> None:
         log.warning("inbox.group_recreated", stream=stream, group=group, start="0")
@@ -171,7 +144,7 @@ class RedisStreamsSubscriber:
                 break
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc) or recreated:
-                    raise BrokerError(f"XREADGROUP refused: {exc}") from exc
+                    raise self._refused("XREADGROUP", exc) from exc
                 await self._recreate(stream, group)  # then read again, from the start of the stream
         deliveries: list[Delivery] = []
         for _name, entries in response or []:
@@ -196,7 +169,7 @@ class RedisStreamsSubscriber:
             if "NOGROUP" in str(exc):
                 await self._recreate(stream, group)
                 return []
-            raise BrokerError(f"XAUTOCLAIM refused: {exc}") from exc
+            raise self._refused("XAUTOCLAIM", exc) from exc
         entries = [(_text(entry_id), fields) for entry_id, fields in response[1] if fields is not None]
         deleted = response[2] if len(response) > 2 else []  # noqa: PLR2004 - Redis >= 7 adds deleted ids
         if deleted:
