@@ -20,6 +20,7 @@ from ._logging import configure_logging
 from ._migrate_cmd import migrate
 from ._relay_cmd import relay
 from ._saga_cmd import saga_app
+from ._soak_cmd import soak
 from ._status_cmd import status
 
 EXIT_USAGE = 2
@@ -45,6 +46,7 @@ app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.command(name="demo")(demo)
+app.command(name="soak")(soak)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(consumer_dead_letters_app, name="consumer-dead-letters")
 app.add_typer(saga_app, name="saga")
