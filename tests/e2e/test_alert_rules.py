@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli._alerts_cmd import alerts, rules_text
+from outboxkit.cli._alerts_cmd import alerts, rules_text
 from tests._cli import run_cli
 
 HERE = Path(__file__).resolve().parent

@@ -76,7 +76,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     def start(*args: str, **env: str) -> subprocess.Popen[bytes]:
         with (tmp_path / f"d{len(started)}.log").open("wb") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "--log-format", "json", *args],
+                [sys.executable, "-m", "outboxkit", "--log-format", "json", *args],
                 cwd=REPO_ROOT, env=cli_env(**env), stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
         started.append(proc)

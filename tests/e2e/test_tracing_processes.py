@@ -34,7 +34,7 @@ TOPIC = "orders.created"  # the topic of tests/e2e/inbox_app.py
 
 def _run(args: list[str], spans_file: Path, service: str, **env: str) -> int:
     result = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "--log-format", "json",
+        [sys.executable, "-m", "outboxkit", "--log-format", "json",
          "--otel-setup", "tests.e2e.otel_file_exporter:setup", *args],
         cwd=REPO_ROOT, capture_output=True, timeout=90, check=False,
         env=cli_env(OUTBOXKIT_TEST_SPANS_FILE=str(spans_file), OUTBOXKIT_TEST_SERVICE=service, **env),

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 import saga
-from relay.cli._saga_cmd import show
+from outboxkit.cli._saga_cmd import show
 from tests._cli import run_cli
 from tests._saga import (
     INVENTORY,
