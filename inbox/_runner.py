@@ -516,7 +516,12 @@ class ConsumerRunner:
     async def _release_parked(self) -> None:
         """Hand parked entries to their handlers once the dead letter ahead of them is retried or purged."""
         while True:
-            await asyncio.to_thread(release_parked, self._engine, self.registry, self.config.group)
+            try:
+                await asyncio.to_thread(release_parked, self._engine, self.registry, self.config.group)
+            except (DBAPIError, StorageError) as exc:  # a database outage must not stop the consumer
+                self._log.warning(
+                    "inbox.storage_unavailable", task="release_parked", error=type(exc).__name__
+                )
             if await self._wait_stop(_RELEASE_INTERVAL):
                 return
 
