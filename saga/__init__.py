@@ -25,6 +25,7 @@ from ._definition import (
     Step,
 )
 from ._errors import (
+    SagaActionRefusedError,
     SagaConflictError,
     SagaDefinitionError,
     SagaError,
@@ -34,8 +35,23 @@ from ._errors import (
     StepFailed,
 )
 from ._headers import Phase
-from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
+from ._inspect import (
+    DEFAULT_SAGA_LIST_LIMIT,
+    SagaCount,
+    count_sagas,
+    select_saga,
+    select_sagas,
+    select_step_log,
+)
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
+from ._operator import (
+    OPERATOR_ABORT_TIMER,
+    OPERATOR_RETRY_TIMER,
+    OperatorAction,
+    refusal,
+    request_abort,
+    request_retry,
+)
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
@@ -49,8 +65,11 @@ __all__ = [
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_PURGE_BATCH",
     "DEFAULT_REPLY_TOPIC",
+    "DEFAULT_SAGA_LIST_LIMIT",
     "DEFAULT_TIMER_TOPIC",
     "EVENT_TYPE_PATTERN",
+    "OPERATOR_ABORT_TIMER",
+    "OPERATOR_RETRY_TIMER",
     "REPLY_TYPE",
     "RETRY_TIMER",
     "TIMEOUT_TIMER",
@@ -59,10 +78,12 @@ __all__ = [
     "Decision",
     "HandlerRegistry",
     "Local",
+    "OperatorAction",
     "Orchestrator",
     "Outcome",
     "Phase",
     "RetryPolicy",
+    "SagaActionRefusedError",
     "SagaConflictError",
     "SagaContext",
     "SagaCount",
@@ -87,9 +108,13 @@ __all__ = [
     "participate",
     "purge_participant_decisions",
     "purge_sagas",
+    "refusal",
     "register",
     "reply",
+    "request_abort",
+    "request_retry",
     "select_saga",
+    "select_sagas",
     "select_step_log",
     "tables",
 ]

@@ -9,16 +9,16 @@ from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, func, inspect, select, text
+from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from inbox import PARKED_ERROR, consumer_group_status, inbox_dead_letter
+from inbox import consumer_group_status, count_dead_letters, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
 from outbox.brokers import GroupStatus, connect_publisher
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
-from relay._status import Backlog, read_backlog
+from relay._status import OPEN_TRANSACTION_AGE_S, Backlog, read_backlog, read_open_transactions
 from saga import SagaCount, count_sagas
 
 from ._context import DATABASE_URL_ENV
@@ -52,7 +52,7 @@ def status(
     try:
         with engine.connect() as conn:
             backlog = read_backlog(conn, tables, now=dt.datetime.now(dt.UTC))
-            open_tx = _open_transactions(conn)
+            open_tx = read_open_transactions(conn)
             sagas = _sagas(conn)
             consumer_dead = _consumer_dead_letters(conn)
     except SQLAlchemyError as exc:
@@ -82,28 +82,6 @@ def status(
         raise typer.Exit(EXIT_BROKER_UNREACHABLE)
 
 
-_OPEN_TX_AGE_S = 5
-
-
-def _open_transactions(conn: Connection) -> dict[str, float | int] | None:
-    """Transactions open longer than a few seconds (PostgreSQL): their rows appear when they commit.
-
-    Nothing waits behind them (rows are claimed by state, not by a high-water
-    mark), but a long one delays its own events; this shows it.
-    """
-    if conn.dialect.name != "postgresql":
-        return None
-    row = conn.execute(
-        text(
-            "SELECT count(*), coalesce(extract(epoch FROM max(now() - xact_start)), 0) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND xact_start < now() - make_interval(secs => :age)"
-        ),
-        {"age": _OPEN_TX_AGE_S},
-    ).one()
-    return {"count": int(row[0]), "oldest_s": round(float(row[1]), 1)}
-
-
 def _sagas(conn: Connection) -> list[SagaCount]:
     try:
         return count_sagas(conn)
@@ -112,16 +90,9 @@ def _sagas(conn: Connection) -> list[SagaCount]:
 
 
 def _consumer_dead_letters(conn: Connection) -> dict[str, int]:
-    """Consumer dead letters not retried yet, per consumer group (inbox name); none without inbox tables."""
-    t = inbox_dead_letter
-    if not inspect(conn).has_table(t.name, schema=t.schema):
+    if not inspect(conn).has_table(inbox_dead_letter.name, schema=inbox_dead_letter.schema):
         return {}  # a service that consumes nothing
-    rows = conn.execute(
-        select(t.c.consumer, func.count())
-        .where(t.c.retried_at.is_(None), t.c.error != PARKED_ERROR)  # parked entries are shown as parked
-        .group_by(t.c.consumer)
-    )
-    return {consumer: int(n) for consumer, n in rows}
+    return count_dead_letters(conn)
 
 
 def _print_consumer_dead_letters(counts: dict[str, int]) -> None:
@@ -178,7 +149,8 @@ def _print(b: Backlog, open_tx: dict[str, float | int] | None) -> None:
     )
     if open_tx is not None:
         typer.echo(
-            f"  transactions open over {_OPEN_TX_AGE_S}s: {open_tx['count']} (oldest {open_tx['oldest_s']}s);"
+            f"  transactions open over {OPEN_TRANSACTION_AGE_S}s: {open_tx['count']}"
+            f" (oldest {open_tx['oldest_s']}s);"
             " their rows appear when they commit, nothing else waits behind them"
         )
     typer.echo(f"kept for the replay window: {b.kept_published} rows")
