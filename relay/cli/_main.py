@@ -13,6 +13,7 @@ from outbox import OutboxError, __version__
 
 from ._consume_cmd import consume
 from ._context import CliState
+from ._dashboard_cmd import dashboard
 from ._dead_letters_cmd import app as dead_letters_app
 from ._demo_cmd import demo
 from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
@@ -20,6 +21,7 @@ from ._logging import configure_logging
 from ._migrate_cmd import migrate
 from ._relay_cmd import relay
 from ._saga_cmd import saga_app
+from ._saga_ops_cmd import saga_abort, saga_list, saga_retry
 from ._status_cmd import status
 
 EXIT_USAGE = 2
@@ -45,8 +47,12 @@ app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.command(name="demo")(demo)
+app.command(name="dashboard")(dashboard)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(consumer_dead_letters_app, name="consumer-dead-letters")
+saga_app.command(name="list")(saga_list)
+saga_app.command(name="retry")(saga_retry)
+saga_app.command(name="abort")(saga_abort)
 app.add_typer(saga_app, name="saga")
 
 
