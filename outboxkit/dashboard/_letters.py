@@ -72,7 +72,7 @@ def _where(
     if f.key is not None:
         where.append(c.key == f.key)
     if f.error is not None:
-        where.append(c[error].contains(f.error, autoescape=True))
+        where.append(c[error].icontains(f.error, autoescape=True))
     if f.older_than is not None:
         where.append(c[when] < now - f.older_than)
     if f.newer_than is not None:
