@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable
 
@@ -57,9 +58,18 @@ def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, access_log=False, log_level="warning", server_header=False, lifespan="on")
     )
-    if on_ready is not None:
-        on_ready(url_of(sock))
+
+    # uvicorn handles SIGINT/SIGTERM while it runs (graceful stop), then re-raises the signal
+    # to the handlers it found: ours just ask it to stop, so a stopped dashboard exits 0.
+    def stop(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if on_ready is not None:
+            on_ready(url_of(sock))
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
