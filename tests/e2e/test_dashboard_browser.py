@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import Page, expect, sync_playwright
 
 from outbox import outbox_tables
 from tests._cli import REPO_ROOT, cli_env
@@ -90,10 +91,8 @@ def dashboard(sqlite_url: str, seeded: Seeded) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(dashboard: str) -> Iterator[object]:
+def page(dashboard: str) -> Iterator[Page]:
     _need_chromium()
-    from playwright.sync_api import sync_playwright
-
     profile = tempfile.mkdtemp(prefix="outboxkit-chromium-")
     try:
         with sync_playwright() as pw:
@@ -109,10 +108,10 @@ def page(dashboard: str) -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def shot(page: object, name: str) -> None:
+def shot(page: Page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def test_dashboard_browser_overview_filter_retry_and_timeline(
@@ -120,9 +119,6 @@ def test_dashboard_browser_overview_filter_retry_and_timeline(
 ) -> None:
     """Load the overview, filter dead letters, retry one and see it leave the list and come back in the outbox,
     then open a saga's timeline."""
-    from playwright.sync_api import Page, expect
-
-    assert isinstance(page, Page)
     page.goto("/")
     expect(page.locator("#relay-dead-letters")).to_have_text("2")
     expect(page.locator("h1")).to_contain_text("Overview")
