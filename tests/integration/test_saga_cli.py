@@ -124,7 +124,10 @@ def test_saga_list_retry_abort_on_the_command_line(sqlite_url: str) -> None:
     assert "retry of saga" in retried.stdout
     refused = run_cli("saga", "abort", str(declined), "--db", sqlite_url, *timers)
     assert refused.returncode == 2
-    assert refused.stderr.strip() == f"outboxkit: error: saga {declined} is compensating already: retry the compensation instead"
+    assert (
+        refused.stderr.strip()
+        == f"outboxkit: error: saga {declined} is compensating already: retry the compensation instead"
+    )
     missing = run_cli("saga", "abort", "nope", "--db", sqlite_url)
     assert missing.returncode == 2
     assert "is not a saga id" in missing.stderr

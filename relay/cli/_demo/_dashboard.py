@@ -36,8 +36,10 @@ def serve_demo_dashboard(out: TextIO, ws: Workspace, *, port: int) -> None:
     def ready(url: str) -> None:
         out.write(f"\nDashboard of the order service on {url}  (Ctrl-C stops it and ends the demo)\n")
         out.write(f"  token for actions (log in at {url}login): {config.token}\n")
-        out.writelines(f"  the {service.name} service: outboxkit dashboard --db {redact_url(ws.urls[service.name])}"
-                f" --table {service.outbox.table} --port 0\n" for service in (PAYMENT, INVENTORY))
+        for service in (PAYMENT, INVENTORY):
+            where = redact_url(ws.urls[service.name])
+            out.write(f"  the {service.name} service: outboxkit dashboard --db {where}")
+            out.write(f" --table {service.outbox.table} --port 0\n")
         out.flush()
 
     serve(config, port=port, on_ready=ready)
