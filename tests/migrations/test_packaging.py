@@ -45,6 +45,9 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
     assert "outbox/_migrations/versions/0001_outbox_tables.py" in names
     assert {"outbox/__init__.py", "inbox/__init__.py", "relay/cli/__init__.py", "saga/__init__.py"} <= names
     assert "outbox/py.typed" in names
+    # The dashboard's templates and stylesheet are package data (issue 14).
+    assert {"outboxkit/dashboard/__init__.py", "outboxkit/dashboard/templates/base.html",
+            "outboxkit/dashboard/templates/saga.html", "outboxkit/dashboard/static/dashboard.css"} <= names  # fmt: skip
     assert not any(name.startswith("tests/") for name in names)
 
 
