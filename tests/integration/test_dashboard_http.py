@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+import inbox
 import saga
-from outbox import outbox_tables
+from outbox import Envelope, outbox_tables
 from outboxkit.dashboard import DashboardConfig, create_app
 from tests._dashboard import HOSTILE, TOKEN, Seeded, counts, csrf_of, seed
+from tests._inbox import count_effects, domain, entry, record_effect
 from tests._saga import TIMERS
 from tests.e2e.test_security import doc_block
 
 BASE = "http://testserver"
+
+# The consumer whose dead letter the dashboard retries (the handlers of `--handlers`).
+registry = inbox.Registry()
+
+
+@registry.handler("orders.created")
+def _on_order(message: Envelope, session: Session) -> None:
+    record_effect(message, session)
 
 
 @pytest.fixture
@@ -333,3 +346,35 @@ def test_dashboard_under_read_only_grants_reads_everything_and_offers_no_action(
             conn.execute(sa.text("DROP OWNED BY outboxkit_dashboard"))
             conn.execute(sa.text("DROP ROLE outboxkit_dashboard"))
         admin.dispose()
+
+
+def test_dashboard_consumer_retry_runs_the_handler_once(db_url: str) -> None:
+    """With --handlers, retrying a consumer dead letter runs its handler through the inbox: the effect lands once."""
+    engine = sa.create_engine(db_url)
+    domain.create_all(engine)
+    fields = json.dumps(entry(payload={"n": 7}, key="o-7"))
+    with engine.begin() as conn:
+        letter_id = conn.execute(
+            sa.text(
+                "INSERT INTO outboxkit_inbox_dead_letter (consumer, stream, entry_id, topic, key, fields, error,"
+                " deliveries, dead_lettered_at) VALUES ('billing', 'orders.created', '1-0', 'orders.created', 'o-7',"
+                " :fields, 'no such table: test_effect', 2, :now) RETURNING id"
+            ),
+            {"fields": fields, "now": dt.datetime.now(dt.UTC)},
+        ).scalar_one()
+    app = create_app(DashboardConfig(db_url=db_url, token=TOKEN, registry=registry))
+    with TestClient(app, base_url=BASE, follow_redirects=False) as c:
+        assert "Retry selected" in c.get("/consumer-dead-letters").text
+        csrf = login(c)
+        for _ in range(2):  # twice: the inbox makes the second a duplicate
+            done = c.post("/consumer-dead-letters/retry", data={"csrf": csrf, "id": [str(letter_id)]},
+                          headers={"Origin": BASE})  # fmt: skip
+            assert done.status_code == 200
+        assert "processed" in done.text or "duplicate" in done.text
+    assert count_effects(engine) == 1
+    with engine.connect() as conn:
+        retried = conn.execute(
+            sa.text(f"SELECT retried_at FROM outboxkit_inbox_dead_letter WHERE id = {int(letter_id)}")
+        ).scalar_one()
+    assert retried is not None
+    engine.dispose()
