@@ -217,7 +217,12 @@ def create_app(config: DashboardConfig) -> Starlette:
     from ._saga_pages import SAGA_ROUTES  # noqa: PLC0415
 
     board = Dashboard(config)
-    board.permissions = board.db.permissions()
+    try:
+        board.db.check()
+        board.permissions = board.db.permissions()
+    except BaseException:
+        board.db.close()
+        raise
     routes = [
         Route("/", overview),
         Route("/login", login_page, methods=["GET"]),

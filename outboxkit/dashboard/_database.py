@@ -8,14 +8,15 @@ actions as unavailable instead of offering buttons that end in an error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from inbox import inbox_dead_letter
-from outbox import OutboxConfig, StorageError, outbox_tables, redact_url
+from outbox import ConfigError, OutboxConfig, StorageError, outbox_tables, redact_url
 from outbox.tables import OutboxTables
-from relay._db import make_engine
+from relay._db import check_schema, make_engine
 from saga.tables import saga_instance, saga_step_log, saga_timer
 
 from ._config import DashboardConfig
@@ -50,6 +51,20 @@ class DashboardDatabase:
         self.tables: OutboxTables = outbox_tables(OutboxConfig(table=config.table, schema=config.schema))
         self.outbox_config = OutboxConfig(table=config.table, schema=config.schema)
         self.where = redact_url(self.engine.url)
+
+    def check(self) -> None:
+        """Refuse a database without the outbox tables (and never create an SQLite file by looking)."""
+        database = self.engine.url.database
+        on_disk = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        if (
+            on_disk
+            and database is not None
+            and not database.startswith("file:")
+            and not Path(database).exists()
+        ):
+            msg = f"no SQLite database at {database}"
+            raise ConfigError(msg)
+        check_schema(self.engine, self.tables)
 
     def close(self) -> None:
         """Close the pool."""
