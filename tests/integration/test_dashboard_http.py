@@ -18,6 +18,7 @@ from outboxkit.dashboard import DashboardConfig, create_app
 from tests._dashboard import HOSTILE, TOKEN, Seeded, counts, csrf_of, seed
 from tests._inbox import count_effects, domain, entry, record_effect
 from tests._saga import TIMERS
+from tests._servers import free_port
 from tests.e2e.test_security import doc_block
 
 BASE = "http://testserver"
@@ -378,3 +379,19 @@ def test_dashboard_consumer_retry_runs_the_handler_once(db_url: str) -> None:
         ).scalar_one()
     assert retried is not None
     engine.dispose()
+
+
+def test_dashboard_pages_never_show_url_passwords(pg_url: str) -> None:
+    """Database and broker passwords are masked on every page, also when the broker is unreachable."""
+    secret = "Sentinel-pw-dash-41"
+    seeded = seed(pg_url)
+    url = pg_url.replace("//outboxkit@", f"//outboxkit:{secret}@", 1)  # the test server trusts loopback
+    broker = f"redis://:{secret}@127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(DashboardConfig(db_url=url, broker_url=broker, token=TOKEN))
+    with TestClient(app, base_url=BASE) as c:
+        pages = [
+            c.get(p) for p in ("/", "/dead-letters", f"/sagas/{seeded.running_saga}", "/dead-letters/424242")
+        ]
+    assert all(secret not in page.text for page in pages)
+    assert "***" in pages[0].text
+    assert "broker unreachable" in pages[0].text
