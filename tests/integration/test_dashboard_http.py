@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 
 import inbox
 import saga
-from outbox import Envelope, outbox_tables
+from outbox import ConfigError, Envelope, SchemaMissingError, outbox_tables
 from outboxkit.dashboard import DashboardConfig, create_app
 from tests._dashboard import HOSTILE, TOKEN, Seeded, counts, csrf_of, seed
 from tests._inbox import count_effects, domain, entry, record_effect
@@ -395,3 +396,18 @@ def test_dashboard_pages_never_show_url_passwords(pg_url: str) -> None:
     assert all(secret not in page.text for page in pages)
     assert "***" in pages[0].text
     assert "broker unreachable" in pages[0].text
+
+
+def test_dashboard_refuses_a_missing_or_unmigrated_database(tmp_path: Path) -> None:
+    """No SQLite file (none is created by looking) or no outbox tables: a typed error before anything serves."""
+    missing = tmp_path / "none.db"
+    with pytest.raises(ConfigError, match="no SQLite database at"):
+        create_app(DashboardConfig(db_url=f"sqlite:///{missing}", token=TOKEN))
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    engine = sa.create_engine(f"sqlite:///{empty}")
+    with engine.connect():
+        pass
+    engine.dispose()
+    with pytest.raises(SchemaMissingError, match="outbox"):
+        create_app(DashboardConfig(db_url=f"sqlite:///{empty}", token=TOKEN))
