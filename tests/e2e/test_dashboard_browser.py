@@ -80,6 +80,7 @@ def seeded(sqlite_url: str) -> Seeded:
 
 @pytest.fixture
 def dashboard(sqlite_url: str, seeded: Seeded) -> Iterator[str]:
+    _need_chromium()  # before starting anything
     proc, url = start_dashboard(
         "--db", sqlite_url, "--token", TOKEN, "--timer-topic", TIMERS, "--refresh", "0"
     )
@@ -92,7 +93,6 @@ def dashboard(sqlite_url: str, seeded: Seeded) -> Iterator[str]:
 
 @pytest.fixture
 def page(dashboard: str) -> Iterator[Page]:
-    _need_chromium()
     profile = tempfile.mkdtemp(prefix="outboxkit-chromium-")
     try:
         with sync_playwright() as pw:
