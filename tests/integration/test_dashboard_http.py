@@ -255,6 +255,12 @@ def test_dashboard_actions_without_login_or_with_forged_tokens_change_nothing(
     assert fetch_site.status_code == 403
     cross_login = client.post("/login", data={"token": TOKEN}, headers={"Origin": "http://evil.example"})
     assert cross_login.status_code == 403
+    assert client.post("/logout", data={"csrf": "forged"}, headers={"Origin": BASE}).status_code == 403
+    assert client.post("/logout", data={"csrf": csrf}, headers={"Origin": BASE}).status_code == 303
+    after = client.post("/dead-letters/purge", data={"csrf": csrf, "id": [card]}, headers={"Origin": BASE})
+    assert after.status_code == 403  # the session is gone
+    assert "log in" in after.text
+    assert client.get("/login").status_code == 200
     assert counts(db_url) == before
 
 
