@@ -49,7 +49,7 @@ def _need_chromium() -> None:
 def start_dashboard(*args: str) -> tuple[subprocess.Popen[str], str]:
     """Start ``outboxkit dashboard ARGS --port 0``; return the process and the URL it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "dashboard", "--port", "0", *args],
+        [sys.executable, "-m", "outboxkit", "dashboard", "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO_ROOT,
     )  # fmt: skip
     assert proc.stdout is not None

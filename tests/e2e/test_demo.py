@@ -103,7 +103,7 @@ def test_demo_on_postgresql_exits_0_and_cleans_up(
 def test_demo_dashboard_serves_the_runs_sagas_until_sigterm() -> None:
     """`demo --dashboard` keeps the run's data and serves it: the compensated sagas' timelines load; SIGTERM ends it with 0 (#14)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "demo", "--dashboard", "--dashboard-port", "0", *FAST],
+        [sys.executable, "-m", "outboxkit", "demo", "--dashboard", "--dashboard-port", "0", *FAST],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO_ROOT,
     )  # fmt: skip
     try:
