@@ -13,7 +13,13 @@ from __future__ import annotations
 from brokers import GroupStatus
 
 from ._config import ConsumerConfig, Mode, default_consumer_name
-from ._dead_letters import DeadLetter, purge_dead_letters, retry_dead_letter, select_dead_letters
+from ._dead_letters import (
+    DeadLetter,
+    count_dead_letters,
+    purge_dead_letters,
+    retry_dead_letter,
+    select_dead_letters,
+)
 from ._dedup import (
     AsyncHandler,
     Outcome,
@@ -54,6 +60,7 @@ __all__ = [
     "SyncHandler",
     "consumer_group_status",
     "consumer_group_status_async",
+    "count_dead_letters",
     "default_consumer_name",
     "follow_up_headers",
     "inbox",

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +28,7 @@ from .tables import inbox_dead_letter
 
 __all__ = [
     "DeadLetter",
+    "count_dead_letters",
     "insert_dead_letter",
     "purge_dead_letters",
     "raw_fields",
@@ -171,3 +172,19 @@ def retry_dead_letter(engine: Engine, registry: Registry, dead_letter_id: int) -
         outcome = process(session, letter.consumer, message, spec.func, attempts=letter.deliveries + 1)  # type: ignore[arg-type]
         session.execute(update(d).where(d.c.id == dead_letter_id).values(retried_at=dt.datetime.now(dt.UTC)))
         return outcome
+
+
+def count_dead_letters(conn: Connection) -> dict[str, int]:
+    """Dead letters not retried yet, per consumer (parked entries are shown as parked, not counted).
+
+    .. versionadded:: 0.1
+    """
+    from ._parking import PARKED_ERROR  # noqa: PLC0415 - _parking imports this module
+
+    d = inbox_dead_letter
+    rows = conn.execute(
+        select(d.c.consumer, func.count())
+        .where(d.c.retried_at.is_(None), d.c.error != PARKED_ERROR)
+        .group_by(d.c.consumer)
+    )
+    return {consumer: int(n) for consumer, n in rows}

@@ -25,6 +25,7 @@ from ._definition import (
     Step,
 )
 from ._errors import (
+    SagaActionRefusedError,
     SagaConflictError,
     SagaDefinitionError,
     SagaError,
@@ -36,7 +37,23 @@ from ._errors import (
 from ._headers import Phase
 from ._inspect import SagaCount, count_sagas, select_saga, select_saga_deadline, select_step_log
 from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
+from ._inspect import (
+    DEFAULT_SAGA_LIST_LIMIT,
+    SagaCount,
+    count_sagas,
+    select_saga,
+    select_sagas,
+    select_step_log,
+)
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
+from ._operator import (
+    OPERATOR_ABORT_TIMER,
+    OPERATOR_RETRY_TIMER,
+    OperatorAction,
+    refusal,
+    request_abort,
+    request_retry,
+)
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
@@ -52,8 +69,11 @@ __all__ = [
     "DEFAULT_PURGE_BATCH",
     "DEFAULT_REPLY_TOPIC",
     "DEFAULT_STUCK_AFTER",
+    "DEFAULT_SAGA_LIST_LIMIT",
     "DEFAULT_TIMER_TOPIC",
     "EVENT_TYPE_PATTERN",
+    "OPERATOR_ABORT_TIMER",
+    "OPERATOR_RETRY_TIMER",
     "REPLY_TYPE",
     "RETRY_TIMER",
     "TIMEOUT_TIMER",
@@ -62,10 +82,12 @@ __all__ = [
     "Decision",
     "HandlerRegistry",
     "Local",
+    "OperatorAction",
     "Orchestrator",
     "Outcome",
     "Phase",
     "RetryPolicy",
+    "SagaActionRefusedError",
     "SagaConflictError",
     "SagaContext",
     "SagaCount",
@@ -91,10 +113,14 @@ __all__ = [
     "participate",
     "purge_participant_decisions",
     "purge_sagas",
+    "refusal",
     "register",
     "reply",
+    "request_abort",
+    "request_retry",
     "select_saga",
     "select_saga_deadline",
+    "select_sagas",
     "select_step_log",
     "tables",
 ]

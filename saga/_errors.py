@@ -7,7 +7,8 @@
     ├── SagaMessageError(ValueError)    a reply or timer message lacks the saga headers or payload
     ├── SagaNotFoundError(LookupError)  no saga with that id
     ├── SagaExistsError                 start() with the id of an existing saga
-    └── SagaConflictError               another transaction changed the saga first (version check)
+    ├── SagaConflictError               another transaction changed the saga first (version check)
+    └── SagaActionRefusedError          an operator's retry or abort would break the saga's rules
 
 :class:`StepFailed` is not an error of the toolkit but control flow: a local
 action raises it to fail its step for good (the saga compensates at once).
@@ -20,6 +21,7 @@ from __future__ import annotations
 from outbox.errors import SagaError
 
 __all__ = [
+    "SagaActionRefusedError",
     "SagaConflictError",
     "SagaDefinitionError",
     "SagaError",
@@ -62,3 +64,10 @@ class StepFailed(Exception):  # noqa: N818 - control flow, named for what it say
     def __init__(self, reason: str = "step failed") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SagaActionRefusedError(SagaError):
+    """The operator action does not apply to the saga as it is now (final, already compensating, ...).
+
+    .. versionadded:: 0.1
+    """

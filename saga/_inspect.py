@@ -20,6 +20,16 @@ from ._transition import DEADLINE_TIMER
 from .tables import saga_instance, saga_step_log, saga_timer
 
 __all__ = ["SagaCount", "count_sagas", "select_saga", "select_saga_deadline", "select_step_log"]
+__all__ = [
+    "DEFAULT_SAGA_LIST_LIMIT",
+    "SagaCount",
+    "count_sagas",
+    "select_saga",
+    "select_sagas",
+    "select_step_log",
+]
+
+DEFAULT_SAGA_LIST_LIMIT = 100
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,3 +103,31 @@ def select_saga_deadline(target: Session | Connection, saga_id: uuid.UUID) -> dt
     except DBAPIError as exc:
         raise storage_error(exc, "read the saga deadline") from exc
     return None if value is None else as_utc(value)
+def select_sagas(
+    target: Session | Connection,
+    *,
+    saga_type: str | None = None,
+    state: SagaState | None = None,
+    older_than: dt.timedelta | None = None,
+    limit: int = DEFAULT_SAGA_LIST_LIMIT,
+    now: dt.datetime | None = None,
+) -> list[SagaInstance]:
+    """Sagas, newest first: of one type, in one state, started longer than ``older_than`` ago.
+
+    For ``outboxkit saga list`` and the dashboard; only reads.
+
+    .. versionadded:: 0.1
+    """
+    s = saga_instance
+    query = select(s).order_by(s.c.created_at.desc(), s.c.id).limit(max(limit, 0))
+    if saga_type is not None:
+        query = query.where(s.c.type == saga_type)
+    if state is not None:
+        query = query.where(s.c.state == state.value)
+    if older_than is not None:
+        query = query.where(s.c.created_at < (now or dt.datetime.now(dt.UTC)) - older_than)
+    try:
+        rows = target.execute(query).mappings().all()
+    except DBAPIError as exc:
+        raise storage_error(exc, "list sagas") from exc
+    return [instance_from_row(row) for row in rows]

@@ -47,6 +47,10 @@ class StepLogKind(StrEnum):
     COMPENSATED = "compensated"
     COMPLETED = "completed"
     SAGA_COMPENSATED = "saga_compensated"
+    # An operator asked for a retry or an abort (``outboxkit saga retry|abort``, the dashboard);
+    # ``detail`` says who. The orchestrator acts on it when the request's timer message arrives.
+    RETRY_REQUESTED = "retry_requested"
+    ABORT_REQUESTED = "abort_requested"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

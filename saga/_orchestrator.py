@@ -29,6 +29,7 @@ from ._definition import Command, SagaDefinition
 from ._errors import SagaConflictError, SagaDefinitionError, SagaExistsError, SagaMessageError
 from ._headers import Coordinates, Phase, envelope_label, parse_coordinates
 from ._model import Outcome, SagaInstance, SagaState, StepLogKind
+from ._operator import OPERATOR_ABORT_TIMER, OPERATOR_RETRY_TIMER
 from ._reply import parse_reply
 from ._store import delete_timers, insert_instance, select_instance, select_timer, storage_error
 from ._tracing import transition_span
@@ -245,6 +246,8 @@ class Orchestrator:
         run = self._claim(session, instance, envelope, timer=name)
         if name == DEADLINE_TIMER:
             run.deadline_passed()
+        elif name in _OPERATOR_TIMERS:
+            _operator_request(run, name, envelope)
         elif name == RETRY_TIMER:
             run.retry_due()
         elif coords.phase is Phase.ACTION:
@@ -348,9 +351,22 @@ def _deadline_mismatch(instance: SagaInstance | None) -> str | None:
     return None
 
 
+_OPERATOR_TIMERS = frozenset({OPERATOR_RETRY_TIMER, OPERATOR_ABORT_TIMER})
+
+
+def _operator_request(run: Run, name: str, envelope: Envelope) -> None:
+    """An operator's retry or abort (``saga.request_retry|request_abort``) arrived and still applies."""
+    payload = envelope.payload
+    by = str(payload.get("by") or "an operator") if isinstance(payload, Mapping) else "an operator"
+    if name == OPERATOR_RETRY_TIMER:
+        run.retry_now(by)
+    elif run.inst.state is SagaState.RUNNING:  # an abort of a compensating saga is refused at request time
+        run.abort_now(by)
+
+
 def _timer_name(envelope: Envelope) -> str:
     payload = envelope.payload
     name = payload.get("timer") if isinstance(payload, Mapping) else None
-    if name not in {TIMEOUT_TIMER, RETRY_TIMER, DEADLINE_TIMER}:
+    if name not in {TIMEOUT_TIMER, RETRY_TIMER, DEADLINE_TIMER, *_OPERATOR_TIMERS}:
         raise SagaMessageError(f"{envelope_label(envelope)} is not a saga timer")
     return str(name)

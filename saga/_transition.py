@@ -281,6 +281,29 @@ class Run:
         # A command in flight may have been done with its reply lost: compensate it too,
         # as after a step timeout. A local step that is waiting for a retry did not happen.
         self.begin_compensation(index if isinstance(step.action, Command) else index - 1, reason)
+    # -- operator requests ---------------------------------------------------
+
+    def retry_now(self, by: str) -> None:
+        """An operator asked: send the current command again, or run the local step again, now."""
+        index, attempt = self.inst.step, self.inst.attempt
+        self._set(attempt=attempt + 1)
+        self.record(StepLogKind.RETRIED, step=index, detail=f"requested by {by}")
+        self.log.warning("saga.operator_retried", step=index, attempt=attempt + 1, by=by)
+        if self.inst.state is SagaState.RUNNING:
+            self.enter_action(index, attempt + 1)
+        else:
+            self.enter_compensation(index, attempt + 1)
+
+    def abort_now(self, by: str) -> None:
+        """An operator asked: compensate now, the current step too if it sent a command.
+
+        A command may have been carried out with its reply still on the way, so
+        it is compensated like a timed-out one (compensations tolerate "never
+        happened"); a local step that failed left nothing behind.
+        """
+        index = self.inst.step
+        sent = isinstance(self.definition.steps[index].action, Command)
+        self.begin_compensation(index if sent else index - 1, f"aborted by {by}")
 
     # -- effects -------------------------------------------------------------
 

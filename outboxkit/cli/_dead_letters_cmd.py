@@ -76,7 +76,8 @@ def list_(
         typer.echo("no dead letters", err=True)
 
 
-def _who() -> str:
+def who_am_i() -> str:
+    """``user@host``: who an operator action is recorded as, unless ``--by`` says."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -103,7 +104,7 @@ def retry(
     if not ids and topic is None and not every:
         msg = "name the dead letters to retry: ids, --topic, or --all"
         raise ConfigError(msg)
-    done = _open(db, table, schema).retry(ids=ids, topic=topic, by=by or _who(), dry_run=dry_run)
+    done = _open(db, table, schema).retry(ids=ids, topic=topic, by=by or who_am_i(), dry_run=dry_run)
     verb = "would retry" if dry_run else "retried"
     typer.echo(f"{verb} {len(done)} dead letter(s){': ' + ' '.join(map(str, done)) if done else ''}")
 

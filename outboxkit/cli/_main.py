@@ -15,6 +15,7 @@ from outboxkit.demo.command import demo
 from ._alerts_cmd import alerts
 from ._consume_cmd import consume
 from ._context import CliState
+from ._dashboard_cmd import dashboard
 from ._dead_letters_cmd import app as dead_letters_app
 from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
 from ._logging import configure_logging
@@ -22,6 +23,7 @@ from ._migrate_cmd import migrate
 from ._otel_setup import run_otel_setup
 from ._relay_cmd import relay
 from ._saga_cmd import saga_app
+from ._saga_ops_cmd import saga_abort, saga_list, saga_retry
 from ._soak_cmd import soak
 from ._status_cmd import status
 
@@ -48,10 +50,14 @@ app.command(name="relay")(relay)
 app.command(name="consume")(consume)
 app.command(name="status")(status)
 app.command(name="demo")(demo)
+app.command(name="dashboard")(dashboard)
 app.command(name="soak")(soak)
 app.command(name="alerts")(alerts)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(consumer_dead_letters_app, name="consumer-dead-letters")
+saga_app.command(name="list")(saga_list)
+saga_app.command(name="retry")(saga_retry)
+saga_app.command(name="abort")(saga_abort)
 app.add_typer(saga_app, name="saga")
 
 

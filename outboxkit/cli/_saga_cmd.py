@@ -21,7 +21,7 @@ from ._options import SchemaOpt
 
 saga_app = typer.Typer(
     name="saga",
-    help="Inspect sagas.",
+    help="Inspect sagas; retry or abort a stuck one.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -30,7 +30,7 @@ saga_app = typer.Typer(
 
 @saga_app.callback()
 def _saga() -> None:
-    """Inspect sagas."""
+    """Inspect sagas; retry or abort a stuck one."""
 
 
 @saga_app.command(name="show")
@@ -56,7 +56,7 @@ def show(
         sid = uuid.UUID(saga_id)
     except ValueError:
         raise ConfigError(f"{saga_id!r:.80} is not a saga id (a UUID)") from None
-    engine = _engine(db, schema)
+    engine = open_saga_engine(db, schema)
     try:
         with engine.connect() as conn:
             instance = saga.select_saga(conn, sid)
@@ -71,7 +71,8 @@ def show(
     typer.echo(_json(instance, entries, deadline) if as_json else _text(instance, entries, deadline))
 
 
-def _engine(url: str, schema: str | None) -> Engine:
+def open_saga_engine(url: str, schema: str | None) -> Engine:
+    """An engine on the orchestrator's database that never creates an SQLite file by reading."""
     try:
         engine = create_engine(url, poolclass=NullPool)
     except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from brokers import GroupStatus, connect_publisher
 from brokers.redis_streams import RedisStreamsPublisher
-from inbox import PARKED_ERROR, consumer_group_status, inbox_dead_letter
+from inbox import consumer_group_status, count_dead_letters, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
@@ -52,7 +52,7 @@ def status(
     try:
         with engine.connect() as conn:
             backlog = read_backlog(conn, tables, now=dt.datetime.now(dt.UTC))
-            open_tx = _open_transactions(conn)
+            open_tx = read_open_transactions(conn)
             sagas = _sagas(conn)
             consumer_dead = _consumer_dead_letters(conn)
     except SQLAlchemyError as exc:
@@ -95,16 +95,9 @@ def _sagas(conn: Connection) -> list[SagaCount]:
 
 
 def _consumer_dead_letters(conn: Connection) -> dict[str, int]:
-    """Consumer dead letters not retried yet, per consumer group (inbox name); none without inbox tables."""
-    t = inbox_dead_letter
-    if not inspect(conn).has_table(t.name, schema=t.schema):
+    if not inspect(conn).has_table(inbox_dead_letter.name, schema=inbox_dead_letter.schema):
         return {}  # a service that consumes nothing
-    rows = conn.execute(
-        select(t.c.consumer, func.count())
-        .where(t.c.retried_at.is_(None), t.c.error != PARKED_ERROR)  # parked entries are shown as parked
-        .group_by(t.c.consumer)
-    )
-    return {consumer: int(n) for consumer, n in rows}
+    return count_dead_letters(conn)
 
 
 def _print_consumer_dead_letters(counts: dict[str, int]) -> None:

@@ -27,6 +27,7 @@ import typer
 from outbox import ConfigError
 from outboxkit.demo import Faults, OrderSpec, Style, order_saga, plan_orders
 
+from ._dashboard import serve_demo_dashboard
 from ._report import print_kept, print_report
 from ._run import DemoRun, Result
 from ._timeline import Timeline
@@ -70,6 +71,15 @@ Pace = Annotated[
     float | None, _opt("--pace", "Seconds between two orders [default: 0.4, less for many orders].")
 ]
 FaultOpt = Annotated[Fault, _opt("--fault", "Plant a bug in a participant (tests the check).", hidden=True)]
+DashboardOpt = Annotated[
+    bool,
+    _opt(
+        "--dashboard", "Then serve the dashboard on the order service's data until Ctrl-C (needs the extra)."
+    ),
+]
+DashboardPort = Annotated[
+    int, _opt("--dashboard-port", "Port of --dashboard on 127.0.0.1 (0: any free one).")
+]
 
 
 def _check_options(orders: int, rates: dict[str, float], seconds: dict[str, float]) -> None:
@@ -102,6 +112,8 @@ def demo(
     step_timeout: StepTimeout = 1.5,
     pace: Pace = None,
     fault: FaultOpt = Fault.NONE,
+    dashboard: DashboardOpt = False,
+    dashboard_port: DashboardPort = 8484,
 ) -> None:
     """Run the order saga on the embedded default and check the three databases (exit 1 if inconsistent)."""
     pace = min(DEFAULT_PACE_S, 8 / max(orders, 1)) if pace is None else pace
@@ -127,6 +139,8 @@ def demo(
         print_report(timeline.stream, timeline.palette, specs, result.rows, result.reasons, result.checks)
         if keep:
             print_kept(timeline.stream, ws, result.sagas, result.reasons)
+        if dashboard:  # inside the workspace: the data stays while the dashboard serves it
+            serve_demo_dashboard(timeline.stream, ws, port=dashboard_port)
     _verdict(timeline, result, timeout)
 
 

@@ -6,8 +6,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests._cli import run_cli
 
@@ -93,3 +95,32 @@ def test_cli_consume_mistyped_database_fails_at_once(pg_url: str, redis_url: str
     elapsed = time.monotonic() - started
     assert 'database "biling" does not exist' in _one_error_line(result)
     assert elapsed < 8, elapsed
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # A short token and a missing SQLite file are tested in-process (test_dashboard_units.py,
+        # test_dashboard_http.py); these two need the real program.
+        pytest.param(["--db", "sqlite:///{tmp}/empty.db"], "is missing in", id="not-migrated"),
+        pytest.param(
+            ["--db", "{sqlite}", "--port", "{taken}"], "cannot listen on 127.0.0.1:", id="taken-port"
+        ),
+    ],
+)
+def test_cli_dashboard_bad_options_are_one_line_exit_2(
+    args: list[str], expected: str, sqlite_url: str, tmp_path: Path, taken_port: int
+) -> None:
+    """`outboxkit dashboard` with a bad option says what is wrong in one line and exits 2, creating no file (#14)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # an existing database without tables
+    with engine.connect():
+        pass
+    engine.dispose()
+    values = {"sqlite": sqlite_url, "tmp": str(tmp_path), "taken": str(taken_port)}
+    result = run_cli("dashboard", *(a.format(**values) for a in args))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("outboxkit: error: ")
+    assert expected in lines[0]
+    assert not (tmp_path / "none.db").exists()

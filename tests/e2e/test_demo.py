@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
 import pytest
 
-from tests._cli import run_cli
+from tests._cli import REPO_ROOT, cli_env, run_cli
 from tests._servers import PostgresAdmin, RedisEndpoint
 
 pytestmark = pytest.mark.e2e
@@ -91,3 +98,32 @@ def test_demo_on_postgresql_exits_0_and_cleans_up(
             "SELECT datname FROM pg_database WHERE datname LIKE 'outboxkit_demo_%'"
         ).fetchall()
     assert left == []
+
+
+def test_demo_dashboard_serves_the_runs_sagas_until_sigterm() -> None:
+    """`demo --dashboard` keeps the run's data and serves it: the compensated sagas' timelines load; SIGTERM ends it with 0 (#14)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outboxkit", "demo", "--dashboard", "--dashboard-port", "0", *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 110
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the demo ended before serving the dashboard"
+            if match := re.search(r"Dashboard of the order service on (http://127\.0\.0\.1:\d+/)", line):
+                url = match.group(1)
+        assert url is not None
+        with urllib.request.urlopen(f"{url}sagas?state=compensated", timeout=10) as response:
+            page = response.read().decode()
+        saga_ids = re.findall(r'href="/sagas/([0-9a-f-]{36})"', page)
+        assert len(saga_ids) >= 3  # declined card, out of stock, payment timeout
+        with urllib.request.urlopen(f"{url}sagas/{saga_ids[0]}", timeout=10) as response:
+            assert '<svg id="timeline"' in response.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "All consistent" in out

@@ -107,3 +107,29 @@ def test_saga_show_on_a_database_without_saga_tables_says_migrate(sqlite_empty_u
     result = run_cli("saga", "show", str(uuid.uuid4()), "--db", sqlite_empty_url)
     assert result.returncode == 2
     assert "outboxkit migrate" in result.stderr
+
+
+def test_saga_list_retry_abort_on_the_command_line(sqlite_url: str) -> None:
+    """`saga list` filters by state as JSON; `saga retry|abort` record who asked; refusals are one line, exit 2 (#14)."""
+    engine = make_engine(sqlite_url)
+    orch = orchestrator()
+    waiting = start(engine, orch)
+    declined = _declined_saga(engine)
+    listed = run_cli("saga", "list", "--db", sqlite_url, "--state", "compensating", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [str(declined)]
+    timers = ["--timer-topic", "orders.saga.timers"]
+    retried = run_cli("saga", "retry", str(waiting), "--db", sqlite_url, "--by", "carol", *timers)
+    assert retried.returncode == 0, retried.stderr
+    assert "retry of saga" in retried.stdout
+    refused = run_cli("saga", "abort", str(declined), "--db", sqlite_url, *timers)
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.strip()
+        == f"outboxkit: error: saga {declined} is compensating already: retry the compensation instead"
+    )
+    with engine.connect() as conn:
+        log = saga.select_step_log(conn, waiting)
+        assert [(e.kind, e.detail) for e in log][-1] == (saga.StepLogKind.RETRY_REQUESTED, "by carol")
+        assert saga.select_step_log(conn, declined)[-1].kind is not saga.StepLogKind.ABORT_REQUESTED
+    engine.dispose()

@@ -68,6 +68,9 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
     }
     assert lua == {"publish_batch.lua", "acquire_lease.lua", "release_lease.lua", "heartbeat.lua"}
     assert "outbox/py.typed" in names
+    # The dashboard's templates and stylesheet are package data (issue 14).
+    assert {"outboxkit/dashboard/__init__.py", "outboxkit/dashboard/templates/base.html",
+            "outboxkit/dashboard/templates/saga.html", "outboxkit/dashboard/static/dashboard.css"} <= names  # fmt: skip
     assert not any(
         name.startswith(("tests/", "outbox/brokers/", "relay/cli/", "saga/demo/")) for name in names
     )

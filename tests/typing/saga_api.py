@@ -75,3 +75,15 @@ def charge(session: Session, command: Envelope) -> Mapping[str, JSONValue] | Non
 def payment_commands(message: Envelope, session: Session) -> None:
     decision: saga.Decision = saga.participate(session, message, charge)
     del decision
+
+
+def operate(session: Session, saga_id: uuid.UUID) -> list[saga.SagaInstance]:
+    """Operator actions (issue 14): list stuck sagas, retry one, abort another."""
+    stuck = saga.select_sagas(session, state=saga.SagaState.COMPENSATING, older_than=dt.timedelta(minutes=10))
+    retry_id: uuid.UUID = saga.request_retry(
+        session, saga_id, by="alice", timer_topic=orchestrator.timer_topic
+    )
+    saga.request_abort(session, saga_id, by="alice", timer_topic=orchestrator.timer_topic)
+    why: str | None = saga.refusal(stuck[0], saga.OperatorAction.ABORT) if stuck else None
+    del retry_id, why
+    return stuck
