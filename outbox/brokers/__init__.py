@@ -8,7 +8,7 @@ consumers) live here, so relay and inbox never import each other.
 
 from __future__ import annotations
 
-from ._connect import connect_publisher
+from ._connect import connect_publisher, needs_hash_tags
 from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
@@ -29,4 +29,5 @@ __all__ = [
     "Subscriber",
     "connect_publisher",
     "connect_subscriber",
+    "needs_hash_tags",
 ]

@@ -13,12 +13,16 @@ from outbox.errors import ConfigError
 __all__ = ["REDIS_SCHEMES", "connect_subscriber"]
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
+_SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 
 
 def connect_subscriber(
     url: str, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT, schema: str | None = None
 ) -> Subscriber:
     """Return the subscriber for ``url``: Redis Streams for ``redis://``, ``rediss://``, ``unix://``.
+
+    ``redis+cluster://`` is Redis Cluster and ``redis+sentinel://`` Redis Sentinel.
 
     Any other URL is a SQLAlchemy database URL holding the SQL-table broker
     (``sqlite:///broker.db``, ``postgresql+psycopg://...``). Nothing is sent
@@ -33,4 +37,12 @@ def connect_subscriber(
     scheme = urlsplit(url).scheme.lower()
     if scheme in REDIS_SCHEMES:
         return RedisStreamsSubscriber.from_url(url, socket_timeout=socket_timeout)
+    if scheme in _CLUSTER_SCHEMES:
+        from outbox.brokers.redis_cluster import RedisClusterSubscriber  # noqa: PLC0415
+
+        return RedisClusterSubscriber.from_url(url, socket_timeout=socket_timeout)
+    if scheme in _SENTINEL_SCHEMES:
+        from outbox.brokers.redis_sentinel import sentinel_subscriber  # noqa: PLC0415
+
+        return sentinel_subscriber(url, socket_timeout=socket_timeout)
     return SqlTableSubscriber.from_url(url, schema=schema)

@@ -29,6 +29,7 @@ from outbox._redact import redact_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 
+from ._durability import split_durability
 from ._keys import lease_key, mark_key, members_key
 
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "RedisStreamsSubscriber"]
@@ -83,11 +84,15 @@ class RedisStreamsSubscriber:
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT
+        self,
+        client: aioredis.Redis,
+        *,
+        socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT,
+        where: str = "redis",
     ) -> None:
         self._redis = client
         self._socket_timeout = socket_timeout
-        self._where = "redis"
+        self._where = where
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -100,6 +105,7 @@ class RedisStreamsSubscriber:
         if socket_timeout <= _BLOCK_MARGIN:
             msg = f"the Redis socket timeout must be over {_BLOCK_MARGIN.total_seconds():g}s"
             raise ConfigError(msg)
+        url, _ = split_durability(url)  # the relay's setting: consumers only read
         try:
             client = aioredis.Redis.from_url(
                 url,
@@ -111,9 +117,7 @@ class RedisStreamsSubscriber:
         except ValueError as exc:
             msg = f"invalid Redis URL {redact_url(url)}: {exc.args[0] if exc.args else exc}"
             raise ConfigError(redact_url(msg)) from None
-        self = cls(client, socket_timeout=socket_timeout)
-        self._where = redact_url(url)
-        return self
+        return cls(client, socket_timeout=socket_timeout, where=redact_url(url))
 
     @property
     def max_block(self) -> dt.timedelta:

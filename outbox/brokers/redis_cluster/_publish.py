@@ -1,0 +1,411 @@
+"""The publish half of the Redis Cluster broker: one script call per slot, one pipeline per master.
+
+A batch is grouped by the slot of each entry's stream (streams carry a hash
+tag per (topic, partition), see :class:`~outbox.brokers.StreamLayout`), the
+slots by the master serving them, and each master gets one pipeline, all
+masters at once (threads: the relay is synchronous):
+
+1. ``SET <prefix>outboxkit:incarnation:{n} <candidate> NX GET``: the master's
+   incarnation token. Each master can lose its data on its own, so the
+   cluster's token is the sorted set of the masters' tokens; a master whose key
+   is gone has a new token, and the relay re-publishes its replay window.
+2. one :data:`~._scripts.SLOT_SCRIPT` per slot: the fences and appends of that
+   slot, atomically (fences are kept per stream, in the stream's slot, which
+   is enough for per-key order: a key lives in one stream);
+3. ``WAIT``/``WAITAOF`` when a durability setting asks for it.
+
+A stream seen for the first time (or on a master that lost its data) is
+refused by its script; on a master whose token is unchanged the publisher arms
+it and sends that slot again. ``MOVED``/``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``
+or an unreachable master (a failover) leave that master's entries ``SKIPPED``
+with a transient error: the relay marks what went through, backs off and
+retries the rest after the slot map is read again; one warning says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+import redis
+import redis.exceptions
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from outbox._redact import redact_url
+from outbox.brokers._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from outbox.brokers.redis_streams._durability import Durability
+from outbox.brokers.redis_streams._keys import armed_key, node_incarnation_key, stream_fence_key
+from outbox.brokers.redis_streams._seed_urls import parse_seed_url
+from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
+
+from ._scripts import SLOT_SCRIPT
+from ._topology import SlotMap, slot_of
+
+__all__ = ["RedisClusterPublisher"]
+
+log = structlog.get_logger(__name__)
+
+# Replies meaning "the cluster is moving": retry after reading the slot map again.
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOSCRIPT")
+_TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
+_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
+_SKIPPED = EntryOutcome(Outcome.SKIPPED)
+
+
+@dataclass(slots=True)
+class _SlotCall:
+    slot: int
+    indices: list[int] = field(default_factory=list)
+    streams: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _NodeReply:
+    node: str
+    value: str | None = None  # the master's incarnation token
+    created: bool = False
+    replies: dict[int, Any] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    error: str | None = None  # the whole master failed (transient)
+
+    def failure(self, slot: int) -> str | None:
+        return self.error or self.errors.get(slot)
+
+
+class RedisClusterPublisher:
+    """Publish batches to Redis Cluster (``redis+cluster://h:p[,h:p...]``, ``rediss+cluster://``).
+
+    Args:
+        url: the seeds; ``user:password@`` and TLS options as in docs/brokers.md.
+        key_prefix: prefix of the incarnation keys, normally the stream prefix.
+        max_len: approximate ``MAXLEN`` of every stream, or ``None``.
+        timeout: socket timeout in seconds.
+        durability: ``none``, ``replicas=N`` or ``aof``; overrides the URL's option.
+
+    .. versionadded:: 0.3
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "",
+        max_len: int | None = None,
+        timeout: float = 5.0,
+        durability: str | None = None,
+    ) -> None:
+        if max_len is not None and max_len <= 0:
+            msg = f"stream max length must be positive, got {max_len}"
+            raise ConfigError(msg)
+        self._description = redact_url(url)
+        parsed = parse_seed_url(url, durability)
+        if parsed.kind != "cluster":
+            msg = f"not a redis+cluster:// URL: {self._description}"
+            raise ConfigError(msg)
+        self._durability = parsed.durability
+        options = parsed.client_options()
+
+        def connect(host: str, port: int) -> redis.Redis:
+            # No client-side retries: the relay owns backoff and must see each failure.
+            return redis.Redis(
+                host=host,
+                port=port,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=False,
+                **options,  # type: ignore[arg-type]
+            )
+
+        self._slots = SlotMap(parsed.seeds, connect)
+        self._prefix = key_prefix
+        self._max_len = "" if max_len is None else str(max_len)
+        self._loaded: set[str] = set()
+        self._sha = ""
+        self._stale = True
+        self._warned = False
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="outboxkit-cluster")
+
+    @property
+    def description(self) -> str:
+        """The URL without its password."""
+        return self._description
+
+    @property
+    def durability(self) -> Durability:
+        """When a batch counts as published (``none``, ``replicas=N``, ``aof``)."""
+        return self._durability
+
+    def masters(self) -> list[str]:
+        """The masters (``host:port``) serving slots, reading the slot map if needed."""
+        if self._stale:
+            self._refresh()
+        return self._slots.masters()
+
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
+        """Append the batch, one script per slot, one pipeline per master (see the module docstring)."""
+        calls = _group(entries)
+        if self._stale:
+            self._refresh()
+        by_node: dict[str, list[_SlotCall]] = {m: [] for m in self._slots.masters()}
+        for call in calls:
+            by_node.setdefault(self._slots.master_of(call.slot), []).append(call)
+        candidate = uuid.uuid4().hex
+        replies = self._each(by_node, entries, fences, candidate=candidate, arm=False)
+        _raise_fenced(replies.values())
+        token, changed = _incarnation(list(replies.values()), incarnation)
+        if changed:
+            return PublishResult(outcomes=[_SKIPPED] * len(entries), incarnation=token)
+        fresh = {
+            node: [c for c in by_node[node] if _is_new(reply.replies.get(c.slot))]
+            for node, reply in replies.items()
+            if reply.error is None and not reply.created
+        }
+        if fresh := {n: cs for n, cs in fresh.items() if cs}:
+            for node, again in self._each(fresh, entries, fences, candidate=candidate, arm=True).items():
+                _raise_fenced([again])
+                replies[node].replies.update(again.replies)
+                replies[node].errors.update(again.errors)
+                if again.error is not None:
+                    replies[node].errors.update(dict.fromkeys((c.slot for c in fresh[node]), again.error))
+        return self._result(entries, by_node, replies, token)
+
+    def _each(
+        self,
+        by_node: dict[str, list[_SlotCall]],
+        entries: Sequence[OutgoingEntry],
+        fences: Sequence[Fence],
+        *,
+        candidate: str,
+        arm: bool,
+    ) -> dict[str, _NodeReply]:
+        def send(item: tuple[str, list[_SlotCall]]) -> _NodeReply:
+            return self._send(item[0], item[1], entries, fences, candidate=candidate, arm=arm)
+
+        items = list(by_node.items())
+        done = [send(items[0])] if len(items) == 1 else list(self._pool.map(send, items))
+        return {reply.node: reply for reply in done}
+
+    def _send(
+        self,
+        node: str,
+        calls: list[_SlotCall],
+        entries: Sequence[OutgoingEntry],
+        fences: Sequence[Fence],
+        *,
+        candidate: str,
+        arm: bool,
+    ) -> _NodeReply:
+        reply = _NodeReply(node)
+        client = self._slots.client(node)
+        try:
+            if node not in self._loaded:
+                self._sha = client.script_load(SLOT_SCRIPT)
+                self._loaded.add(node)
+            pipe = client.pipeline(transaction=False)
+            if not arm:
+                key = node_incarnation_key(self._prefix, self._slots.incarnation_tag(node))
+                pipe.set(key, candidate, nx=True, get=True)
+            for call in calls:
+                for stream in call.streams if arm else ():
+                    pipe.set(armed_key(stream), "1")
+                pipe.evalsha(self._sha, *self._script_args(call, entries, fences))
+            if self._durability.waits and calls:
+                pipe.execute_command(*self._durability.command())  # type: ignore[no-untyped-call]
+            results = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise _auth_error(node, exc) from None
+        except redis.exceptions.RedisError as exc:
+            reply.error = f"Redis Cluster node {node} unreachable: {type(exc).__name__}"
+            self._stale = True
+            return reply
+        self._read(reply, calls, results, arm=arm, candidate=candidate)
+        return reply
+
+    def _read(
+        self, reply: _NodeReply, calls: list[_SlotCall], results: list[Any], *, arm: bool, candidate: str
+    ) -> None:
+        position = 0
+        if not arm:
+            check = results[0]
+            position = 1
+            if isinstance(check, Exception):
+                reply.error = self._response_error(reply.node, check)
+                return
+            reply.value = candidate if check is None else _text(check)
+            reply.created = check is None
+        for call in calls:
+            armed = results[position : position + (len(call.streams) if arm else 0)]
+            position += len(armed)
+            result = results[position]
+            position += 1
+            failed = next((r for r in (*armed, result) if isinstance(r, Exception)), None)
+            if failed is not None:
+                reply.errors[call.slot] = self._response_error(reply.node, failed)
+            else:
+                reply.replies[call.slot] = result
+        if self._durability.waits and calls:
+            waited = results[position]
+            if isinstance(waited, Exception):
+                if (error := self._durability.unsupported(str(waited))) is not None:
+                    raise error
+                reply.error = self._response_error(reply.node, waited)
+            elif (shortfall := self._durability.shortfall(waited)) is not None:
+                reply.error = f"Redis Cluster node {reply.node}: {shortfall}"
+
+    def _response_error(self, node: str, exc: Exception) -> str:
+        text = _first_line(exc)
+        if isinstance(exc, redis.exceptions.NoPermissionError | redis.exceptions.AuthenticationError):
+            raise _auth_error(node, exc)
+        if text.startswith(_REDIRECTS) or not isinstance(exc, redis.exceptions.ResponseError):
+            self._stale = True
+            if text.startswith("NOSCRIPT"):
+                self._loaded.discard(node)
+            return f"Redis Cluster node {node}: {text.split(' ')[0]}"
+        msg = f"Redis refused the publish script: {text}"
+        raise BrokerError(msg)
+
+    def _script_args(
+        self, call: _SlotCall, entries: Sequence[OutgoingEntry], fences: Sequence[Fence]
+    ) -> list[Any]:
+        keys = [armed_key(s) for s in call.streams]
+        keys += [stream_fence_key(s, f.name) for s in call.streams for f in fences]
+        keys += [entries[i].stream for i in call.indices]
+        args: list[Any] = [len(call.streams), len(fences), *(f.epoch for f in fences), len(call.indices)]
+        for index in call.indices:
+            entry = entries[index]
+            args += (self._max_len, entry.order_key or "", len(entry.fields))
+            args += chain.from_iterable(entry.fields.items())
+        return [len(keys), *keys, *args]
+
+    def _refresh(self) -> None:
+        self._slots.refresh()
+        self._stale = False
+
+    def _result(
+        self,
+        entries: Sequence[OutgoingEntry],
+        by_node: dict[str, list[_SlotCall]],
+        replies: dict[str, _NodeReply],
+        token: str | None,
+    ) -> PublishResult:
+        outcomes = [_SKIPPED] * len(entries)
+        transient: str | None = None
+        for node, calls in by_node.items():
+            reply = replies[node]
+            for call in calls:
+                failure = reply.failure(call.slot)
+                answer = reply.replies.get(call.slot)
+                if failure is not None or answer is None or _is_new(answer):
+                    transient = failure or f"Redis Cluster node {node}: a new stream was not armed yet"
+                    continue
+                _fill(outcomes, call.indices, answer)
+                transient = transient or _entry_transient(outcomes, call.indices)
+        if transient is not None and not self._warned:
+            self._warned = True
+            log.warning("broker.cluster_unsettled", error=transient, broker=self._description)
+        elif transient is None:
+            self._warned = False
+        return PublishResult(outcomes=outcomes, incarnation=token, transient_error=transient)
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._pool.shutdown(wait=True)
+        self._slots.close()
+
+
+def _group(entries: Sequence[OutgoingEntry]) -> list[_SlotCall]:
+    calls: dict[int, _SlotCall] = {}
+    for index, entry in enumerate(entries):
+        if not _has_tag(entry.stream):
+            msg = (
+                f"stream {entry.stream!r} has no hash tag: Redis Cluster needs"
+                " StreamLayout(hash_tags=True), which the command line sets for redis+cluster://"
+            )
+            raise ConfigError(msg)
+        slot = slot_of(entry.stream)
+        call = calls.setdefault(slot, _SlotCall(slot))
+        call.indices.append(index)
+        if entry.stream not in call.streams:
+            call.streams.append(entry.stream)
+    return list(calls.values())
+
+
+def _has_tag(stream: str) -> bool:
+    start = stream.find("{")
+    return start >= 0 and stream.find("}", start + 2) > start
+
+
+def _is_new(answer: object) -> bool:
+    return isinstance(answer, list) and bool(answer) and answer[0] == b"NEW"
+
+
+def _raise_fenced(replies: Iterable[_NodeReply]) -> None:
+    for reply in replies:
+        for answer in reply.replies.values():
+            if isinstance(answer, list) and answer and answer[0] == b"FENCED":
+                msg = f"fence {_text(answer[1])} is at epoch {_text(answer[2])}: another relay took over"
+                raise FencedError(msg)
+
+
+def _incarnation(replies: list[_NodeReply], expected: str | None) -> tuple[str | None, bool]:
+    """The cluster's token (sorted masters' tokens) and whether it differs from ``expected``."""
+    values = {r.value for r in replies if r.value is not None}
+    unreachable = any(r.value is None for r in replies)
+    known = set(expected.split(",")) if expected else set()
+    if expected and values <= known:
+        return expected, False  # fewer masters answering (or fewer masters) is no data loss
+    if not values or (not expected and unreachable):
+        return expected, False  # not known yet: decide when every master answers
+    return ",".join(sorted(values | (known if unreachable else set()))), True
+
+
+def _fill(outcomes: list[EntryOutcome], indices: list[int], answer: list[bytes]) -> None:
+    if answer[0] == b"ALL":
+        for index in indices:
+            outcomes[index] = _PUBLISHED
+        return
+    for index, item in zip(indices, answer[1:], strict=True):
+        text = _text(item)
+        if text == "-":
+            outcomes[index] = _SKIPPED
+        elif text.startswith("!"):
+            kind = Outcome.SKIPPED if text[1:].startswith(_TRANSIENT) else Outcome.REJECTED
+            outcomes[index] = EntryOutcome(kind, error=text[1:])
+        else:
+            outcomes[index] = EntryOutcome(Outcome.PUBLISHED, entry_id=text)
+
+
+def _entry_transient(outcomes: list[EntryOutcome], indices: list[int]) -> str | None:
+    return next(
+        (outcomes[i].error for i in indices if outcomes[i].outcome is Outcome.SKIPPED and outcomes[i].error),
+        None,
+    )
+
+
+def _auth_error(node: str, exc: Exception) -> BrokerAuthError:
+    msg = (
+        f"Redis Cluster node {node} refused the relay: {type(exc).__name__}: check the user, password and ACL"
+    )
+    return BrokerAuthError(msg)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
