@@ -89,6 +89,7 @@ class Relay:
             key_prefix=config.layout.prefix,
             max_len=config.max_len,
             schema=config.outbox.schema,
+            durability=config.broker_durability,
         )
         self.tables = outbox_tables(config.outbox)
         self.scope = self.tables.outbox.fullname

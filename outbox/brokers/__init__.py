@@ -13,10 +13,12 @@ from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
 from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
+from .redis_streams._durability import Durability
 
 __all__ = [
     "MAX_PARTITIONS",
     "Delivery",
+    "Durability",
     "EntryOutcome",
     "Fence",
     "GroupStatus",

@@ -15,7 +15,7 @@ import typer
 
 from inbox import ConsumerConfig, ConsumerRunner, Mode, Registry, default_consumer_name
 from outbox import ConfigError, redact_url
-from outbox.brokers import StreamLayout, connect_subscriber
+from outbox.brokers import StreamLayout, connect_subscriber, needs_hash_tags
 from outbox.brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
@@ -233,6 +233,7 @@ def consume(
             prefix=stream_prefix,
             partitions=parse_topic_partitions(topic_partitions),
             default_partitions=default_partitions,
+            hash_tags=needs_hash_tags(broker),
         ),
         mode=mode,
         batch_size=batch_size,

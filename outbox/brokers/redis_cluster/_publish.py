@@ -163,7 +163,8 @@ class RedisClusterPublisher:
         for call in calls:
             by_node.setdefault(self._slots.master_of(call.slot), []).append(call)
         candidate = uuid.uuid4().hex
-        replies = self._each(by_node, entries, fences, candidate=candidate, arm=False)
+        known = sorted(set(incarnation.split(","))) if incarnation else []
+        replies = self._each(by_node, entries, fences, known, candidate=candidate, arm=None)
         _raise_fenced(replies.values())
         token, changed = _incarnation(list(replies.values()), incarnation)
         if changed:
@@ -174,7 +175,10 @@ class RedisClusterPublisher:
             if reply.error is None and not reply.created
         }
         if fresh := {n: cs for n, cs in fresh.items() if cs}:
-            for node, again in self._each(fresh, entries, fences, candidate=candidate, arm=True).items():
+            armed = {n: replies[n].value or candidate for n in fresh}
+            for node, again in self._each(
+                fresh, entries, fences, known, candidate=candidate, arm=armed
+            ).items():
                 _raise_fenced([again])
                 replies[node].replies.update(again.replies)
                 replies[node].errors.update(again.errors)
@@ -187,12 +191,14 @@ class RedisClusterPublisher:
         by_node: dict[str, list[_SlotCall]],
         entries: Sequence[OutgoingEntry],
         fences: Sequence[Fence],
+        known: list[str],
         *,
         candidate: str,
-        arm: bool,
+        arm: dict[str, str] | None,
     ) -> dict[str, _NodeReply]:
         def send(item: tuple[str, list[_SlotCall]]) -> _NodeReply:
-            return self._send(item[0], item[1], entries, fences, candidate=candidate, arm=arm)
+            token = None if arm is None else arm[item[0]]
+            return self._send(item[0], item[1], entries, (fences, known), candidate=candidate, arm=token)
 
         items = list(by_node.items())
         done = [send(items[0])] if len(items) == 1 else list(self._pool.map(send, items))
@@ -203,11 +209,12 @@ class RedisClusterPublisher:
         node: str,
         calls: list[_SlotCall],
         entries: Sequence[OutgoingEntry],
-        fences: Sequence[Fence],
+        guards: tuple[Sequence[Fence], list[str]],
         *,
         candidate: str,
-        arm: bool,
+        arm: str | None,
     ) -> _NodeReply:
+        """One pipeline: the incarnation check (or, with ``arm``, arming new streams with that token)."""
         reply = _NodeReply(node)
         client = self._slots.client(node)
         try:
@@ -215,13 +222,14 @@ class RedisClusterPublisher:
                 self._sha = client.script_load(SLOT_SCRIPT)
                 self._loaded.add(node)
             pipe = client.pipeline(transaction=False)
-            if not arm:
+            if arm is None:
                 key = node_incarnation_key(self._prefix, self._slots.incarnation_tag(node))
                 pipe.set(key, candidate, nx=True, get=True)
             for call in calls:
-                for stream in call.streams if arm else ():
-                    pipe.set(armed_key(stream), "1")
-                pipe.evalsha(self._sha, *self._script_args(call, entries, fences))
+                if arm is not None:
+                    for stream in call.streams:
+                        pipe.set(armed_key(stream), arm, nx=True)
+                pipe.evalsha(self._sha, *self._script_args(call, entries, guards))
             if self._durability.waits and calls:
                 pipe.execute_command(*self._durability.command())  # type: ignore[no-untyped-call]
             results = pipe.execute(raise_on_error=False)
@@ -231,7 +239,7 @@ class RedisClusterPublisher:
             reply.error = f"Redis Cluster node {node} unreachable: {type(exc).__name__}"
             self._stale = True
             return reply
-        self._read(reply, calls, results, arm=arm, candidate=candidate)
+        self._read(reply, calls, results, arm=arm is not None, candidate=candidate)
         return reply
 
     def _read(
@@ -278,12 +286,14 @@ class RedisClusterPublisher:
         raise BrokerError(msg)
 
     def _script_args(
-        self, call: _SlotCall, entries: Sequence[OutgoingEntry], fences: Sequence[Fence]
+        self, call: _SlotCall, entries: Sequence[OutgoingEntry], guards: tuple[Sequence[Fence], list[str]]
     ) -> list[Any]:
+        fences, known = guards
         keys = [armed_key(s) for s in call.streams]
         keys += [stream_fence_key(s, f.name) for s in call.streams for f in fences]
         keys += [entries[i].stream for i in call.indices]
-        args: list[Any] = [len(call.streams), len(fences), *(f.epoch for f in fences), len(call.indices)]
+        args: list[Any] = [len(call.streams), len(fences), len(known), *known]
+        args += [*(f.epoch for f in fences), len(call.indices)]
         for index in call.indices:
             entry = entries[index]
             args += (self._max_len, entry.order_key or "", len(entry.fields))
@@ -308,8 +318,10 @@ class RedisClusterPublisher:
             for call in calls:
                 failure = reply.failure(call.slot)
                 answer = reply.replies.get(call.slot)
-                if failure is not None or answer is None or _is_new(answer):
-                    transient = failure or f"Redis Cluster node {node}: a new stream was not armed yet"
+                if failure is not None or answer is None or _is_new(answer) or answer[0] == b"STALE":
+                    transient = (
+                        failure or f"Redis Cluster node {node}: stream not armed under this incarnation"
+                    )
                     continue
                 _fill(outcomes, call.indices, answer)
                 transient = transient or _entry_transient(outcomes, call.indices)

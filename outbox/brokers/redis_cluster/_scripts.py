@@ -2,13 +2,17 @@
 
 ``KEYS``: the *armed* key of each of the ``ns`` streams, then their fence
 keys (stream-major, ``nf`` per stream), then one stream key per entry.
-``ARGV``: ``ns``, ``nf``, the ``nf`` epochs, the entry count, then per entry
-its ``MAXLEN`` (or ``''``), its order key (or ``''``), its field count and the
+``ARGV``: ``ns``, ``nf``, ``nt``, the ``nt`` tokens of the incarnation the
+caller knows, the ``nf`` epochs, the entry count, then per entry its
+``MAXLEN`` (or ``''``), its order key (or ``''``), its field count and the
 fields.
 
 1. A stream whose armed key is missing is new, or its master lost its data:
    nothing is written and ``NEW`` is returned. The publisher tells the two apart
-   with the master's incarnation key, arms new streams and sends the script again.
+   with the master's incarnation key, arms new streams (the key holds the
+   master's token) and sends the script again. A stream armed under a token
+   the caller does not know is refused (``STALE``): like on a single Redis, a
+   caller with another incarnation writes nothing.
 2. A fence newer than the batch's epoch refuses the whole call (``FENCED``);
    otherwise the fences are advanced (written only when they change).
 3. The entries are appended as on a single Redis (see
@@ -23,20 +27,26 @@ __all__ = ["SLOT_SCRIPT"]
 SLOT_SCRIPT = """
 local ns = tonumber(ARGV[1])
 local nf = tonumber(ARGV[2])
+local nt = tonumber(ARGV[3])
+local known = {}
+for i = 1, nt do known[ARGV[3 + i]] = true end
 for i = 1, ns do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return {'NEW'} end
+  local armed = redis.call('GET', KEYS[i])
+  if not armed then return {'NEW'} end
+  if not known[armed] then return {'STALE', armed} end
 end
+local ep = 3 + nt
 for i = 1, ns * nf do
   local cur = redis.call('GET', KEYS[ns + i])
-  if cur and tonumber(cur) > tonumber(ARGV[3 + (i - 1) % nf]) then
+  if cur and tonumber(cur) > tonumber(ARGV[ep + 1 + (i - 1) % nf]) then
     return {'FENCED', KEYS[ns + i], cur}
   end
 end
 for i = 1, ns * nf do
-  local epoch = ARGV[3 + (i - 1) % nf]
+  local epoch = ARGV[ep + 1 + (i - 1) % nf]
   if redis.call('GET', KEYS[ns + i]) ~= epoch then redis.call('SET', KEYS[ns + i], epoch) end
 end
-local a = 3 + nf
+local a = ep + 1 + nf
 local ne = tonumber(ARGV[a])
 a = a + 1
 local base = ns + ns * nf
