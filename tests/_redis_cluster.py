@@ -115,6 +115,16 @@ class RedisClusterServer:
         msg = f"the Redis cluster did not become healthy within {timeout:.0f} s (last state {last})"
         raise ServerError(msg)
 
+    def wait_failover(self, dead: int, *, timeout: float) -> None:
+        """Wait until the master on port ``dead`` no longer serves slots (its replica took over) and all is ok."""
+        deadline = time.monotonic() + timeout
+        while dead in self.master_ports():
+            if time.monotonic() > deadline:
+                msg = f"no replica took over from the master on port {dead} within {timeout:.0f} s"
+                raise ServerError(msg)
+            time.sleep(0.2)
+        self.wait_healthy(timeout=max(deadline - time.monotonic(), 1.0))
+
     def master_ports(self) -> list[int]:
         """Ports of the running nodes that are masters owning slots, in port order."""
         for node in self.nodes:

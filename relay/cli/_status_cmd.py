@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from inbox import PARKED_ERROR, consumer_group_status, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
 from outbox.brokers import GroupStatus, connect_publisher
+from outbox.brokers.redis_cluster import RedisClusterPublisher
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from outbox.tables import outbox_tables
 from relay._db import check_schema, make_engine, storage_error
@@ -160,6 +161,8 @@ def broker_reachable(url: str) -> tuple[bool, str | None]:
     try:
         if isinstance(publisher, RedisStreamsPublisher):
             publisher.client.ping()
+        elif isinstance(publisher, RedisClusterPublisher):
+            publisher.ping()
         else:
             publisher.publish([])  # no entries, no fences: a no-op round trip
     except (OutboxError, RedisError) as exc:

@@ -52,7 +52,18 @@ __all__ = ["RedisClusterPublisher"]
 log = structlog.get_logger(__name__)
 
 # Replies meaning "the cluster is moving": retry after reading the slot map again.
-_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOSCRIPT")
+# redis-py strips the error's first word for these, so they are told by class.
+_REDIRECTS = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.NoScriptError,
+    redis.exceptions.ClusterError,
+)
 _TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 _PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
 _SKIPPED = EntryOutcome(Outcome.SKIPPED)
@@ -147,6 +158,23 @@ class RedisClusterPublisher:
         if self._stale:
             self._refresh()
         return self._slots.masters()
+
+    def ping(self) -> None:
+        """Read the slot map and ``PING`` every master, writing nothing.
+
+        Raises:
+            BrokerAuthError: a node refused the credentials.
+            BrokerError: a master or every seed is unreachable.
+        """
+        self._refresh()
+        for node in self._slots.masters():
+            try:
+                self._slots.client(node).ping()
+            except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+                raise _auth_error(node, exc) from None
+            except redis.exceptions.RedisError as exc:
+                msg = f"Redis Cluster node {node} unreachable: {type(exc).__name__}"
+                raise BrokerError(msg) from None
 
     def publish(
         self,
@@ -277,11 +305,11 @@ class RedisClusterPublisher:
         text = _first_line(exc)
         if isinstance(exc, redis.exceptions.NoPermissionError | redis.exceptions.AuthenticationError):
             raise _auth_error(node, exc)
-        if text.startswith(_REDIRECTS) or not isinstance(exc, redis.exceptions.ResponseError):
+        if isinstance(exc, _REDIRECTS) or not isinstance(exc, redis.exceptions.ResponseError):
             self._stale = True
-            if text.startswith("NOSCRIPT"):
+            if isinstance(exc, redis.exceptions.NoScriptError):
                 self._loaded.discard(node)
-            return f"Redis Cluster node {node}: {text.split(' ')[0]}"
+            return f"Redis Cluster node {node}: {type(exc).__name__}: {text}"
         msg = f"Redis refused the publish script: {text}"
         raise BrokerError(msg)
 
