@@ -25,6 +25,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
 import outbox
+from outbox import BrokerAuthError
+from outbox.brokers.redis_cluster import RedisClusterPublisher
 from tests._cli import REPO_ROOT, cli_env, run_cli
 from tests._inbox import count_effects, domain, effect
 from tests._redis_cluster import RedisClusterServer
@@ -138,13 +140,41 @@ def test_relay_spreads_partitions_over_every_master_and_consumers_apply_them(
         owners = {client.get_node_from_key(s).port for s in streams}
         assert owners == set(redis_cluster.master_ports()), "partitions must spread over every master"
         assert sum(int(client.xlen(s)) for s in streams) == 240
-        # ACL-friendly: every key any test wrote starts with its prefix (t<8 hex>:), none outside it.
-        assert [k for k in client.scan_iter(match="*") if not re.match(rb"t[0-9a-f]{8}:", k)] == []
+        # ACL-friendly: every key any test wrote starts with its prefix (t<8 hex>:, the ACL test's
+        # orders:), none outside it.
+        assert [k for k in client.scan_iter(match="*") if not re.match(rb"(t[0-9a-f]{8}|orders):", k)] == []
     finally:
         client.close()
     consumed = run_cli(*consume_args(app_db, redis_cluster.url, stream_prefix, "--once"))
     assert consumed.returncode == 0, consumed.stderr
     assert_effects_once_in_key_order(app_db, 240)
+
+
+def test_cluster_acl_users_on_every_node_run_relay_and_consumer(
+    app_db: str, redis_cluster: RedisClusterServer
+) -> None:
+    """The documented cluster users (docs/security.md), created on every node, can relay and consume; no password leaks."""
+    block = re.search(r"<!-- acl:redis-cluster -->\n```\n(.*?)```", (REPO_ROOT / "docs/security.md").read_text(), re.S)
+    assert block
+    for node in redis_cluster.nodes:
+        with redis_cluster.node_client(node.port) as client:
+            for line in block.group(1).strip().splitlines():
+                client.execute_command(*line.split())
+    seeds = redis_cluster.seeds
+    write(app_db, 0, 60)
+    relayed = run_cli(*relay_args(app_db, f"redis+cluster://relay:relay-secret@{seeds}", "orders:", "--once"))
+    assert relayed.returncode == 0, relayed.stderr[-2000:]
+    consumer_url = f"redis+cluster://consumer:consumer-secret@{seeds}"
+    consumed = run_cli(*consume_args(app_db, consumer_url, "orders:", "--once"))
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+    assert_effects_once_in_key_order(app_db, 60)
+    assert "secret" not in relayed.stderr + consumed.stderr
+    wrong = RedisClusterPublisher(f"redis+cluster://relay:wrong-secret@{seeds}")
+    with pytest.raises(BrokerAuthError) as refused:
+        wrong.ping()
+    wrong.close()
+    assert "secret" not in str(refused.value)
+    assert refused.value.__cause__ is None  # no redis-py exception carrying the URL along
 
 
 @pytest.mark.skipif(not os.environ.get(FAILOVER_ENV), reason=f"long failover run: set {FAILOVER_ENV}=1")
