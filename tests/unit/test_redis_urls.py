@@ -33,7 +33,12 @@ def test_sentinel_url_names_master_db_and_sentinel_credentials() -> None:
     """A sentinel URL carries the master's name, a database and the sentinels' own password."""
     parsed = parse_seed_url("redis+sentinel://:pw@s1,s2:26380/mymaster/2?sentinel_password=spw")
     assert parsed.seeds == (("s1", 26379), ("s2", 26380))
-    assert (parsed.master, parsed.db, parsed.password, parsed.sentinel_password) == ("mymaster", 2, "pw", "spw")
+    assert (parsed.master, parsed.db, parsed.password, parsed.sentinel_password) == (
+        "mymaster",
+        2,
+        "pw",
+        "spw",
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,7 +94,11 @@ def test_durability_is_refused_for_brokers_that_are_not_redis(tmp_path: object) 
 def test_hash_tagged_layout_gives_each_partition_its_own_tag() -> None:
     """With hash_tags the part after the prefix is the tag: partitions land in different slots."""
     layout = StreamLayout(prefix="orders:", default_partitions=3, hash_tags=True)
-    assert layout.streams_of("payments") == ["orders:{payments:0}", "orders:{payments:1}", "orders:{payments:2}"]
+    assert layout.streams_of("payments") == [
+        "orders:{payments:0}",
+        "orders:{payments:1}",
+        "orders:{payments:2}",
+    ]
     assert StreamLayout(prefix="orders:", hash_tags=True).stream_for("payments", 7) == "orders:{payments}"
     assert StreamLayout(prefix="orders:").stream_for("payments", 7) == "orders:payments"
 
