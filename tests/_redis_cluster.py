@@ -53,7 +53,9 @@ class RedisClusterServer:
             args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS), "--cluster-port", str(bus),
                     # A replica must be promoted even when it lost touch with its master for a while.
-                    "--cluster-replica-validity-factor", "0"]  # fmt: skip
+                    "--cluster-replica-validity-factor", "0",
+                    # A replica's (re)sync would wait repl-diskless-sync-delay, 5 s by default.
+                    "--repl-diskless-sync-delay", "0"]  # fmt: skip
             if password:
                 args += ["--masterauth", password]
             self.nodes.append(_RedisServer(password=password, extra_args=[*args, *extra_args]))

@@ -12,6 +12,7 @@ from outbox import FencedError
 from outbox.brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
 from outbox.brokers.memory import MemoryBroker, MemoryPublisher
 from tests._redis_cluster import RedisClusterServer
+from tests._redis_sentinel import RedisSentinelSetup
 from tests._relay_support import sql_broker_entries
 
 
@@ -25,7 +26,7 @@ class Subject:
     advances_fences_without_entries: bool = True
 
 
-@pytest.fixture(params=["memory", "sql_table", "redis_streams", "redis_cluster"])
+@pytest.fixture(params=["memory", "sql_table", "redis_streams", "redis_cluster", "redis_sentinel"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         broker = MemoryBroker()
@@ -51,9 +52,14 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         cluster_publisher.close()
         cluster_client.close()
         return
-    redis_url: str = request.getfixturevalue("redis_url")
+    if request.param == "redis_sentinel":
+        sentinel: RedisSentinelSetup = request.getfixturevalue("redis_sentinel")
+        redis_url = sentinel.master.url  # read the master directly
+        publisher = connect_publisher(f"{sentinel.url}?durability=replicas=1", key_prefix=prefix)
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        publisher = connect_publisher(redis_url, key_prefix=prefix)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    publisher = connect_publisher(redis_url, key_prefix=prefix)
 
     def read(stream: str) -> list[dict[str, str]]:
         return [fields for _, fields in client.xrange(prefix + stream)]

@@ -28,7 +28,7 @@ class Broker:
     stream: str
 
 
-@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis", "redis_cluster"])
+@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis", "redis_cluster", "redis_sentinel"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     stream = f"c{uuid.uuid4().hex[:8]}:orders.created"
     if request.param == "memory":
@@ -44,10 +44,15 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         await subscriber.aclose()
         cluster_client.close()
         return
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
+    if request.param in {"redis", "redis_sentinel"}:
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_url")
+            subscriber = connect_subscriber(url)
+        else:
+            sentinel = request.getfixturevalue("redis_sentinel")
+            url = sentinel.master.url  # entries added on the master directly
+            subscriber = connect_subscriber(sentinel.url)
         client = redis.Redis.from_url(url)
-        subscriber = connect_subscriber(url)
         yield Broker(subscriber, lambda s, f: client.xadd(s, f) and None, stream)  # type: ignore[arg-type]
         await subscriber.aclose()
         client.close()

@@ -34,7 +34,7 @@ def test_durability_replicas_1_marks_rows_once_the_replica_has_them(
 ) -> None:
     """With a live replica, replicas=1 relays everything, and the replica holds every entry the relay marked."""
     assert callable(redis_server_factory)
-    master: RedisServer = redis_server_factory()
+    master: RedisServer = redis_server_factory(extra_args=["--repl-diskless-sync-delay", "0"])
     replica: RedisServer = redis_server_factory(extra_args=["--replicaof", "127.0.0.1", str(master.port)])
     with redis.Redis.from_url(replica.url) as client:
         wait_until(lambda: client.info("replication")["master_link_status"] == "up", timeout=20)

@@ -98,4 +98,28 @@ def sentinel_subscriber(
         decode_responses=False,
         **parsed.client_options(),  # type: ignore[arg-type]
     )
-    return RedisStreamsSubscriber(client, socket_timeout=socket_timeout, where=redact_url(url))
+    subscriber = _SentinelSubscriber(client, socket_timeout=socket_timeout, where=redact_url(url))
+    subscriber.sentinel = sentinel
+    return subscriber
+
+
+class _SentinelPublisher(RedisStreamsPublisher):
+    """Closes the connections to the sentinels as well as the master's."""
+
+    sentinel: redis.sentinel.Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        for client in self.sentinel.sentinels if self.sentinel else ():
+            client.close()
+
+
+class _SentinelSubscriber(RedisStreamsSubscriber):
+    """Closes the connections to the sentinels as well as the master's."""
+
+    sentinel: aiosentinel.Sentinel | None = None
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        for client in self.sentinel.sentinels if self.sentinel else ():
+            await client.aclose()
