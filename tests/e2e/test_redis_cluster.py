@@ -8,122 +8,36 @@ private cluster and runs only with ``OUTBOXKIT_TEST_REDIS_FAILOVER=1``
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.pool import NullPool
 
-import outbox
 from outbox import BrokerAuthError
 from outbox.brokers.redis_cluster import RedisClusterPublisher
-from tests._cli import REPO_ROOT, cli_env, run_cli
-from tests._inbox import count_effects, domain, effect
+from tests._broker_runs import (
+    PARTITIONS,
+    TOPIC,
+    assert_effects_once_in_key_order,
+    consume_args,
+    create_domain,
+    relay_args,
+    run_and_kill_under_load,
+    write,
+)
+from tests._cli import REPO_ROOT, run_cli
 from tests._redis_cluster import RedisClusterServer
-from tests._relay_support import outbox_count, wait_until
+from tests._relay_support import outbox_count
 
 pytestmark = pytest.mark.e2e
 
-TOPIC = "orders.created"
-PARTITIONS = 6
 FAILOVER_ENV = "OUTBOXKIT_TEST_REDIS_FAILOVER"
 
 
 @pytest.fixture
 def app_db(pg_url: str) -> str:
-    engine = create_engine(pg_url)
-    domain.create_all(engine)
-    engine.dispose()
-    return pg_url
-
-
-def write(url: str, start: int, count: int, *, keys: int = 12) -> None:
-    """Commit events ``{"n": i}`` for ``i`` in ``start..start+count-1``, key ``k{i % keys}``."""
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            outbox.publish_many(
-                conn,
-                [
-                    outbox.Message(topic=TOPIC, key=f"k{i % keys}", payload={"n": i})
-                    for i in range(start, start + count)
-                ],
-            )
-    finally:
-        engine.dispose()
-
-
-def assert_effects_once_in_key_order(url: str, total: int) -> None:
-    """Every event applied exactly once, and per key in write order (``effect.id`` is the apply order)."""
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as conn:
-        rows = conn.execute(select(effect.c.key, effect.c.n).order_by(effect.c.id)).all()
-    engine.dispose()
-    applied = [n for _, n in rows]
-    assert sorted(applied) == list(range(total)), "lost or doubled effects"
-    last: dict[str, int] = {}
-    for key, n in rows:
-        assert n > last.get(key, -1), f"key {key}: {n} applied after {last[key]}"
-        last[key] = n
-
-
-class Process:
-    """An ``outboxkit`` subprocess whose JSON log goes to a file."""
-
-    def __init__(self, log_path: Path, *args: str) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "--log-format", "json", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            env=cli_env(),
-            cwd=REPO_ROOT,
-        )
-
-    def events(self) -> list[dict[str, object]]:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-@contextmanager
-def processes(*procs: Process) -> Iterator[tuple[Process, ...]]:
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
-
-
-def relay_args(db: str, broker: str, prefix: str, *extra: str) -> list[str]:
-    return ["relay", "--db", db, "--broker", broker, "--stream-prefix", prefix,
-            "--default-partitions", str(PARTITIONS), "--poll-interval", "0.05", *extra]  # fmt: skip
-
-
-def consume_args(db: str, broker: str, prefix: str, *extra: str) -> list[str]:
-    return ["consume", "tests.e2e.inbox_app:registry", "--db", db, "--broker", broker,
-            "--group", "billing", "--stream-prefix", prefix, "--default-partitions", str(PARTITIONS),
-            "--block", "0.2", "--claim-idle", "2", "--lease-ttl", "2", "--retention", "0", *extra]  # fmt: skip
+    return create_domain(pg_url)
 
 
 def test_relay_and_consumer_under_the_documented_acl_spread_partitions_over_every_master(
@@ -173,24 +87,9 @@ def test_master_sigkilled_under_load_is_replaced_and_nothing_is_lost(
     app_db: str, stream_prefix: str, tmp_path: Path
 ) -> None:
     """SIGKILL a master while relay and consumer run (durability replicas=1): 0 lost, 0 doubled, 0 reordered."""
-    total, chunk = 3000, 20
     with RedisClusterServer() as cluster:
-        relay = Process(tmp_path / "relay.log", *relay_args(app_db, cluster.url, stream_prefix,
-                                                          "--broker-durability", "replicas=1"))  # fmt: skip
-        consumer = Process(tmp_path / "consumer.log", *consume_args(app_db, cluster.url, stream_prefix))
-        with processes(relay, consumer):
-            written = 0
 
-            def writer() -> None:
-                nonlocal written
-                while written < total:
-                    write(app_db, written, chunk)
-                    written += chunk
-                    time.sleep(0.05)  # ~10 s of writes: the kill lands in the middle
-
-            thread = threading.Thread(target=writer)
-            thread.start()
-            wait_until(lambda: written > total // 3 and count_effects(app_db) > 0, timeout=60)
+        def kill() -> None:
             victim = cluster.master_ports()[0]
             cluster.node_by_port(victim).kill()
             cluster.wait_failover(victim, timeout=30)
@@ -198,21 +97,7 @@ def test_master_sigkilled_under_load_is_replaced_and_nothing_is_lost(
             # its partitions wait (retried) until the old master rejoins as its replica.
             cluster.node_by_port(victim).start()
             cluster.wait_healthy(timeout=30)
-            thread.join(120)
-            wait_until(lambda: outbox_count(app_db) == 0, timeout=90)
-            wait_until(lambda: count_effects(app_db) >= total, timeout=90)
-            time.sleep(1)  # a late duplicate would show up now
-        assert_effects_once_in_key_order(app_db, total)
-        events = relay.events()
-        assert not [e for e in events if e.get("level") in {"error", "critical"}]
-        failures = [
-            i
-            for i, e in enumerate(events)
-            if e.get("event") in {"relay.publish_failed", "relay.publish_partly_failed"}
-        ]
-        published = [i for i, e in enumerate(events) if e.get("event") == "relay.batch_published"]
-        assert failures, "the kill must land while the relay publishes to that master"
-        assert published
-        assert published[-1] > failures[-1], "the relay must recover"
-        unsettled = [e for e in events if e.get("event") == "broker.cluster_unsettled"]
-        assert len(unsettled) <= 2, "one warning per outage, not one per retry"
+
+        events = run_and_kill_under_load(app_db, cluster.url, stream_prefix, tmp_path, kill)
+    unsettled = [e for e in events if e.get("event") == "broker.cluster_unsettled"]
+    assert len(unsettled) <= 2, "one warning per outage, not one per retry"
