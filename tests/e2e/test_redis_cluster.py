@@ -82,6 +82,23 @@ def test_relay_and_consumer_under_the_documented_acl_spread_partitions_over_ever
     assert refused.value.__cause__ is None  # no redis-py exception carrying the URL along
 
 
+@pytest.mark.parametrize(
+    ("broker", "says"),
+    [
+        ("redis+cluster://relay:Secr3t-pw@127.0.0.1:1,127.0.0.1:2", "no Redis Cluster node answered"),
+    ],
+)
+def test_bad_or_unreachable_cluster_urls_are_one_line_exit_2(sqlite_url: str, broker: str, says: str) -> None:
+    """Seeds nobody answers on are one stderr line and exit 2; the password never shows (malformed URLs: unit tests)."""
+    result = run_cli("relay", "--db", sqlite_url, "--broker", broker, "--once")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("outboxkit: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert says in lines[0]
+    assert "Secr3t" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.skipif(not os.environ.get(FAILOVER_ENV), reason=f"long failover run: set {FAILOVER_ENV}=1")
 def test_master_sigkilled_under_load_is_replaced_and_nothing_is_lost(
     app_db: str, stream_prefix: str, tmp_path: Path
