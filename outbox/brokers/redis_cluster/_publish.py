@@ -25,9 +25,8 @@ retries the rest after the slot map is read again; one warning says so.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -38,14 +37,26 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox._redact import redact_url
-from outbox.brokers._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from outbox.brokers._publisher import Fence, OutgoingEntry, PublishResult
 from outbox.brokers.redis_streams._durability import Durability
 from outbox.brokers.redis_streams._keys import armed_key, node_incarnation_key, stream_fence_key
 from outbox.brokers.redis_streams._seed_urls import parse_seed_url
-from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
+from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 
+from ._replies import (
+    SKIPPED,
+    NodeReply,
+    SlotCall,
+    cluster_token,
+    decoded,
+    entry_transient,
+    fill,
+    group,
+    is_new,
+    raise_fenced,
+)
 from ._scripts import SLOT_SCRIPT
-from ._topology import SlotMap, slot_of
+from ._topology import SlotMap
 
 __all__ = ["RedisClusterPublisher"]
 
@@ -64,29 +75,6 @@ _REDIRECTS = (
     redis.exceptions.NoScriptError,
     redis.exceptions.ClusterError,
 )
-_TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
-_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
-_SKIPPED = EntryOutcome(Outcome.SKIPPED)
-
-
-@dataclass(slots=True)
-class _SlotCall:
-    slot: int
-    indices: list[int] = field(default_factory=list)
-    streams: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _NodeReply:
-    node: str
-    value: str | None = None  # the master's incarnation token
-    created: bool = False
-    replies: dict[int, Any] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    error: str | None = None  # the whole master failed (transient)
-
-    def failure(self, slot: int) -> str | None:
-        return self.error or self.errors.get(slot)
 
 
 class RedisClusterPublisher:
@@ -184,21 +172,21 @@ class RedisClusterPublisher:
         incarnation: str | None = None,
     ) -> PublishResult:
         """Append the batch, one script per slot, one pipeline per master (see the module docstring)."""
-        calls = _group(entries)
+        calls = group(entries)
         if self._stale:
             self._refresh()
-        by_node: dict[str, list[_SlotCall]] = {m: [] for m in self._slots.masters()}
+        by_node: dict[str, list[SlotCall]] = {m: [] for m in self._slots.masters()}
         for call in calls:
             by_node.setdefault(self._slots.master_of(call.slot), []).append(call)
         candidate = uuid.uuid4().hex
         known = sorted(set(incarnation.split(","))) if incarnation else []
         replies = self._each(by_node, entries, fences, known, candidate=candidate, arm=None)
-        _raise_fenced(replies.values())
-        token, changed = _incarnation(list(replies.values()), incarnation)
+        raise_fenced(replies.values())
+        token, changed = cluster_token(list(replies.values()), incarnation)
         if changed:
-            return PublishResult(outcomes=[_SKIPPED] * len(entries), incarnation=token)
+            return PublishResult(outcomes=[SKIPPED] * len(entries), incarnation=token)
         fresh = {
-            node: [c for c in by_node[node] if _is_new(reply.replies.get(c.slot))]
+            node: [c for c in by_node[node] if is_new(reply.replies.get(c.slot))]
             for node, reply in replies.items()
             if reply.error is None and not reply.created
         }
@@ -207,7 +195,7 @@ class RedisClusterPublisher:
             for node, again in self._each(
                 fresh, entries, fences, known, candidate=candidate, arm=armed
             ).items():
-                _raise_fenced([again])
+                raise_fenced([again])
                 replies[node].replies.update(again.replies)
                 replies[node].errors.update(again.errors)
                 if again.error is not None:
@@ -216,15 +204,15 @@ class RedisClusterPublisher:
 
     def _each(
         self,
-        by_node: dict[str, list[_SlotCall]],
+        by_node: dict[str, list[SlotCall]],
         entries: Sequence[OutgoingEntry],
         fences: Sequence[Fence],
         known: list[str],
         *,
         candidate: str,
         arm: dict[str, str] | None,
-    ) -> dict[str, _NodeReply]:
-        def send(item: tuple[str, list[_SlotCall]]) -> _NodeReply:
+    ) -> dict[str, NodeReply]:
+        def send(item: tuple[str, list[SlotCall]]) -> NodeReply:
             token = None if arm is None else arm[item[0]]
             return self._send(item[0], item[1], entries, (fences, known), candidate=candidate, arm=token)
 
@@ -235,15 +223,15 @@ class RedisClusterPublisher:
     def _send(
         self,
         node: str,
-        calls: list[_SlotCall],
+        calls: list[SlotCall],
         entries: Sequence[OutgoingEntry],
         guards: tuple[Sequence[Fence], list[str]],
         *,
         candidate: str,
         arm: str | None,
-    ) -> _NodeReply:
+    ) -> NodeReply:
         """One pipeline: the incarnation check (or, with ``arm``, arming new streams with that token)."""
-        reply = _NodeReply(node)
+        reply = NodeReply(node)
         client = self._slots.client(node)
         try:
             if node not in self._loaded:
@@ -271,7 +259,7 @@ class RedisClusterPublisher:
         return reply
 
     def _read(
-        self, reply: _NodeReply, calls: list[_SlotCall], results: list[Any], *, arm: bool, candidate: str
+        self, reply: NodeReply, calls: list[SlotCall], results: list[Any], *, arm: bool, candidate: str
     ) -> None:
         position = 0
         if not arm:
@@ -280,7 +268,7 @@ class RedisClusterPublisher:
             if isinstance(check, Exception):
                 reply.error = self._response_error(reply.node, check)
                 return
-            reply.value = candidate if check is None else _text(check)
+            reply.value = candidate if check is None else decoded(check)
             reply.created = check is None
         for call in calls:
             armed = results[position : position + (len(call.streams) if arm else 0)]
@@ -314,7 +302,7 @@ class RedisClusterPublisher:
         raise BrokerError(msg)
 
     def _script_args(
-        self, call: _SlotCall, entries: Sequence[OutgoingEntry], guards: tuple[Sequence[Fence], list[str]]
+        self, call: SlotCall, entries: Sequence[OutgoingEntry], guards: tuple[Sequence[Fence], list[str]]
     ) -> list[Any]:
         fences, known = guards
         keys = [armed_key(s) for s in call.streams]
@@ -335,24 +323,24 @@ class RedisClusterPublisher:
     def _result(
         self,
         entries: Sequence[OutgoingEntry],
-        by_node: dict[str, list[_SlotCall]],
-        replies: dict[str, _NodeReply],
+        by_node: dict[str, list[SlotCall]],
+        replies: dict[str, NodeReply],
         token: str | None,
     ) -> PublishResult:
-        outcomes = [_SKIPPED] * len(entries)
+        outcomes = [SKIPPED] * len(entries)
         transient: str | None = None
         for node, calls in by_node.items():
             reply = replies[node]
             for call in calls:
                 failure = reply.failure(call.slot)
                 answer = reply.replies.get(call.slot)
-                if failure is not None or answer is None or _is_new(answer) or answer[0] == b"STALE":
+                if failure is not None or answer is None or is_new(answer) or answer[0] == b"STALE":
                     transient = (
                         failure or f"Redis Cluster node {node}: stream not armed under this incarnation"
                     )
                     continue
-                _fill(outcomes, call.indices, answer)
-                transient = transient or _entry_transient(outcomes, call.indices)
+                fill(outcomes, call.indices, answer)
+                transient = transient or entry_transient(outcomes, call.indices)
         if transient is not None and not self._warned:
             self._warned = True
             log.warning("broker.cluster_unsettled", error=transient, broker=self._description)
@@ -366,84 +354,11 @@ class RedisClusterPublisher:
         self._slots.close()
 
 
-def _group(entries: Sequence[OutgoingEntry]) -> list[_SlotCall]:
-    calls: dict[int, _SlotCall] = {}
-    for index, entry in enumerate(entries):
-        if not _has_tag(entry.stream):
-            msg = (
-                f"stream {entry.stream!r} has no hash tag: Redis Cluster needs"
-                " StreamLayout(hash_tags=True), which the command line sets for redis+cluster://"
-            )
-            raise ConfigError(msg)
-        slot = slot_of(entry.stream)
-        call = calls.setdefault(slot, _SlotCall(slot))
-        call.indices.append(index)
-        if entry.stream not in call.streams:
-            call.streams.append(entry.stream)
-    return list(calls.values())
-
-
-def _has_tag(stream: str) -> bool:
-    start = stream.find("{")
-    return start >= 0 and stream.find("}", start + 2) > start
-
-
-def _is_new(answer: object) -> bool:
-    return isinstance(answer, list) and bool(answer) and answer[0] == b"NEW"
-
-
-def _raise_fenced(replies: Iterable[_NodeReply]) -> None:
-    for reply in replies:
-        for answer in reply.replies.values():
-            if isinstance(answer, list) and answer and answer[0] == b"FENCED":
-                msg = f"fence {_text(answer[1])} is at epoch {_text(answer[2])}: another relay took over"
-                raise FencedError(msg)
-
-
-def _incarnation(replies: list[_NodeReply], expected: str | None) -> tuple[str | None, bool]:
-    """The cluster's token (sorted masters' tokens) and whether it differs from ``expected``."""
-    values = {r.value for r in replies if r.value is not None}
-    unreachable = any(r.value is None for r in replies)
-    known = set(expected.split(",")) if expected else set()
-    if expected and values <= known:
-        return expected, False  # fewer masters answering (or fewer masters) is no data loss
-    if not values or (not expected and unreachable):
-        return expected, False  # not known yet: decide when every master answers
-    return ",".join(sorted(values | (known if unreachable else set()))), True
-
-
-def _fill(outcomes: list[EntryOutcome], indices: list[int], answer: list[bytes]) -> None:
-    if answer[0] == b"ALL":
-        for index in indices:
-            outcomes[index] = _PUBLISHED
-        return
-    for index, item in zip(indices, answer[1:], strict=True):
-        text = _text(item)
-        if text == "-":
-            outcomes[index] = _SKIPPED
-        elif text.startswith("!"):
-            kind = Outcome.SKIPPED if text[1:].startswith(_TRANSIENT) else Outcome.REJECTED
-            outcomes[index] = EntryOutcome(kind, error=text[1:])
-        else:
-            outcomes[index] = EntryOutcome(Outcome.PUBLISHED, entry_id=text)
-
-
-def _entry_transient(outcomes: list[EntryOutcome], indices: list[int]) -> str | None:
-    return next(
-        (outcomes[i].error for i in indices if outcomes[i].outcome is Outcome.SKIPPED and outcomes[i].error),
-        None,
-    )
-
-
 def _auth_error(node: str, exc: Exception) -> BrokerAuthError:
     msg = (
         f"Redis Cluster node {node} refused the relay: {type(exc).__name__}: check the user, password and ACL"
     )
     return BrokerAuthError(msg)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _first_line(exc: BaseException) -> str:
