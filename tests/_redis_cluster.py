@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,13 +25,24 @@ from typing import Self
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from ._servers import LOCALHOST, ServerError, free_port
+from ._servers import LOCALHOST, ServerError
 from ._servers import RedisServer as _RedisServer
 
 __all__ = ["CLUSTER_NODE_TIMEOUT_MS", "RedisClusterServer"]
 
 CLUSTER_NODE_TIMEOUT_MS = 2000
 _READY_TIMEOUT = 60.0
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    """``count`` ports free a moment ago, all different: the sockets are held open together while chosen."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind((LOCALHOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 class RedisClusterServer:
@@ -48,8 +60,9 @@ class RedisClusterServer:
             raise ServerError(msg)
         self.password = password
         self.nodes: list[_RedisServer] = []
-        for _ in range(masters * 2):
-            bus = free_port()
+        ports = _distinct_free_ports(masters * 4)  # a client and a bus port per node
+        for index in range(masters * 2):
+            port, bus = ports[2 * index], ports[2 * index + 1]
             args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS), "--cluster-port", str(bus),
                     # A replica must be promoted even when it lost touch with its master for a while.
@@ -58,7 +71,7 @@ class RedisClusterServer:
                     "--repl-diskless-sync-delay", "0"]  # fmt: skip
             if password:
                 args += ["--masterauth", password]
-            self.nodes.append(_RedisServer(password=password, extra_args=[*args, *extra_args]))
+            self.nodes.append(_RedisServer(password=password, port=port, extra_args=[*args, *extra_args]))
         self._masters = masters
 
     @property
