@@ -111,3 +111,12 @@ def test_relay_config_refuses_a_cluster_broker_without_hash_tags() -> None:
         RelayConfig(database_url="sqlite://", broker_url="redis+cluster://h:1")
     with pytest.raises(ConfigError, match="unknown broker durability"):
         RelayConfig(database_url="sqlite://", broker_url="redis://h:1", broker_durability="all")
+
+
+def test_multi_host_urls_are_redacted_with_every_host_kept() -> None:
+    """Cluster and Sentinel URLs keep their hosts when logged; the master's and the sentinels' passwords are masked."""
+    from outbox._redact import redact_url  # noqa: PLC0415 - the one redaction function, private
+
+    shown = redact_url("redis+sentinel://u:pw1@s1:26379,s2:26379/m?sentinel_password=pw2&ssl_cert_reqs=none")
+    assert shown == "redis+sentinel://u:***@s1:26379,s2:26379/m?sentinel_password=***&ssl_cert_reqs=none"
+    assert redact_url("redis+cluster://:pw@h1:1,h2:2") == "redis+cluster://:***@h1:1,h2:2"
