@@ -53,3 +53,54 @@ def test_relay_replays_when_one_master_loses_its_data(
     assert_complete_and_ordered(redis_entries(client, streams), ids + more)
     assert [e["event"] for e in logs].count("relay.broker_data_lost") == 1
     client.close()
+
+
+def _move_slot(cluster: RedisClusterServer, slot: int) -> tuple[int, int]:
+    """Migrate ``slot`` and its keys to another master, as ``redis-cli --cluster reshard`` does; return (from, to)."""
+    masters = cluster.master_ports()
+    with cluster.client() as client:
+        source = client.nodes_manager.get_node_from_slot(slot).port
+    target = next(p for p in masters if p != source)
+    src, dst = cluster.node_client(source), cluster.node_client(target)
+    try:
+        src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for port in masters:
+            with cluster.node_client(port) as node:
+                node.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+    finally:
+        src.close()
+        dst.close()
+    return source, target
+
+
+def test_relay_follows_a_slot_moved_to_another_master(
+    pg_url: str, redis_cluster: RedisClusterServer, stream_prefix: str
+) -> None:
+    """A stream's slot migrated between batches: the relay gets MOVED, reads the slot map again and goes on; one warning, no error."""
+    layout = StreamLayout(prefix=stream_prefix, hash_tags=True)
+    stream = layout.stream_for("moved", 0)
+    config = RelayConfig(
+        database_url=pg_url,
+        broker_url=redis_cluster.url,
+        layout=layout,
+        poll_interval=dt.timedelta(seconds=0.05),
+    )
+    client = redis_cluster.client()
+    ids = write_events(pg_url, 100, topic="moved")
+    with capture_logs() as logs, relay_thread(config):
+        wait_until(lambda: int(client.xlen(stream)) == 100)
+        source, target = _move_slot(redis_cluster, client.keyslot(stream))
+        more = write_events(pg_url, 100, topic="moved", start=100)
+        wait_until(lambda: int(client.xlen(stream)) >= 200, timeout=30)
+    assert client.get_node_from_key(stream).port == target != source
+    assert_complete_and_ordered(redis_entries(client, [stream]), ids + more)
+    assert not [e for e in logs if e["log_level"] in {"error", "critical"}]
+    unsettled = [e for e in logs if e["event"] == "broker.cluster_unsettled"]
+    assert len(unsettled) == 1  # the MOVED reply, warned about once
+    assert "MovedError" in unsettled[0]["error"]
+    assert "relay.broker_data_lost" not in [e["event"] for e in logs]
+    client.close()
