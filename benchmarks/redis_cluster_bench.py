@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from relay_bench import fill, pending  # noqa: E402
 
 import outbox  # noqa: E402
-from outbox.brokers import StreamLayout, needs_hash_tags  # noqa: E402
+from brokers import StreamLayout, needs_hash_tags  # noqa: E402
 from relay import Relay, RelayConfig  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def relay_once(
 def relay_processes(url: str, broker: str, prefix: str, args: argparse.Namespace, count: int) -> float:
     rows = pending(url)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url,
+    argv = [sys.executable, "-m", "outboxkit", "--log-level", "warning", "relay", "--db", url,
             "--broker", broker, "--stream-prefix", prefix, "--batch-size", str(args.batch),
             "--default-partitions", str(args.partitions), "--once", "--lease-ttl", "3",
             "--replay-window", "0"]  # fmt: skip

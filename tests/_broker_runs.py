@@ -64,7 +64,7 @@ class Process:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "--log-format", "json", *args],
+            [sys.executable, "-m", "outboxkit", "--log-format", "json", *args],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             env=cli_env(),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from brokers.redis_cluster import RedisClusterPublisher
 from outbox import BrokerAuthError
-from outbox.brokers.redis_cluster import RedisClusterPublisher
 from tests._broker_runs import (
     PARTITIONS,
     TOPIC,

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 import redis
 
+from brokers import StreamLayout
 from outbox import BrokerError
-from outbox.brokers import StreamLayout
 from relay import Relay, RelayConfig
 from tests._cli import run_cli
 from tests._relay_support import outbox_count, wait_until, write_events

@@ -6,7 +6,7 @@ import datetime as dt
 
 from structlog.testing import capture_logs
 
-from outbox.brokers import StreamLayout
+from brokers import StreamLayout
 from relay import RelayConfig
 from tests._redis_cluster import RedisClusterServer
 from tests._relay_support import (

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from brokers import Durability, StreamLayout, connect_publisher, needs_hash_tags
+from brokers._durability import split_durability
+from brokers.redis_streams._seed_urls import parse_seed_url
 from outbox import ConfigError
-from outbox.brokers import Durability, StreamLayout, connect_publisher, needs_hash_tags
-from outbox.brokers.redis_streams._durability import split_durability
-from outbox.brokers.redis_streams._seed_urls import parse_seed_url
 from relay import RelayConfig
 
 SECRET = "pa:ss@w/rd"
