@@ -9,7 +9,7 @@ masters at once (threads: the relay is synchronous):
    incarnation token. Each master can lose its data on its own, so the
    cluster's token is the sorted set of the masters' tokens; a master whose key
    is gone has a new token, and the relay re-publishes its replay window.
-2. one :data:`~._scripts.SLOT_SCRIPT` per slot: the fences and appends of that
+2. one ``publish_slot.lua`` per slot: the fences and appends of that
    slot, atomically (fences are kept per stream, in the stream's slot, which
    is enough for per-key order: a key lives in one stream);
 3. ``WAIT``/``WAITAOF`` when a durability setting asks for it.
@@ -55,7 +55,7 @@ from ._replies import (
     is_new,
     raise_fenced,
 )
-from ._scripts import SLOT_SCRIPT
+from ._scripts import slot_script
 from ._topology import SlotMap
 
 __all__ = ["RedisClusterPublisher"]
@@ -235,7 +235,7 @@ class RedisClusterPublisher:
         client = self._slots.client(node)
         try:
             if node not in self._loaded:
-                self._sha = client.script_load(SLOT_SCRIPT)
+                self._sha = client.script_load(slot_script())
                 self._loaded.add(node)
             pipe = client.pipeline(transaction=False)
             if arm is None:
