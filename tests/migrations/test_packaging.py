@@ -66,6 +66,7 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
         if name.startswith("brokers/redis_streams/") and name.endswith(".lua")
     }
     assert lua == {"publish_batch.lua", "acquire_lease.lua", "release_lease.lua", "heartbeat.lua"}
+    assert "brokers/redis_cluster/publish_slot.lua" in names  # Redis Cluster's one script per slot
     assert "outbox/py.typed" in names
     assert not any(
         name.startswith(("tests/", "outbox/brokers/", "relay/cli/", "saga/demo/")) for name in names
