@@ -16,6 +16,8 @@ import pytest
 import redis
 
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
+from tests._redis_cluster import RedisClusterServer
+from tests._redis_sentinel import RedisSentinelSetup
 from tests._servers import (
     ExternalPostgres,
     ExternalRedis,
@@ -33,7 +35,16 @@ if TYPE_CHECKING:
 PG_URL_ENV = "OUTBOXKIT_TEST_DATABASE_URL"
 REDIS_URL_ENV = "OUTBOXKIT_TEST_REDIS_URL"
 # Tests using these fixtures talk to real servers: they get the `integration` mark.
-SERVER_FIXTURES = frozenset({"pg_server", "redis_server", "pg_server_factory", "redis_server_factory"})
+SERVER_FIXTURES = frozenset(
+    {
+        "pg_server",
+        "redis_server",
+        "pg_server_factory",
+        "redis_server_factory",
+        "redis_cluster",
+        "redis_sentinel",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -164,3 +175,17 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private Redis servers a test may kill or restart: ``redis_server_factory(persistence="aof")``."""
     with ServerPool(RedisServer, skip_if_set=REDIS_URL_ENV) as pool:
         yield pool.start
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """The session's Redis Cluster: 3 masters and 3 replicas on loopback, started on first use (~5 s)."""
+    with RedisClusterServer() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSetup]:
+    """The session's Redis Sentinel set-up: master, replica, 3 sentinels on loopback (~3 s on first use)."""
+    with RedisSentinelSetup() as setup:
+        yield setup

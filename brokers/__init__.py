@@ -11,7 +11,8 @@ other; :func:`connect_publisher` / :func:`connect_subscriber` pick one by URL.
 
 from __future__ import annotations
 
-from ._connect import broker_kind, connect_publisher, connect_subscriber
+from ._connect import broker_kind, connect_publisher, connect_subscriber, needs_hash_tags
+from ._durability import Durability
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
 from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
@@ -19,6 +20,7 @@ from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
 __all__ = [
     "MAX_PARTITIONS",
     "Delivery",
+    "Durability",
     "EntryOutcome",
     "Fence",
     "GroupStatus",
@@ -32,4 +34,5 @@ __all__ = [
     "broker_kind",
     "connect_publisher",
     "connect_subscriber",
+    "needs_hash_tags",
 ]

@@ -6,10 +6,14 @@ URL                                         broker
 ``redis://[user:pw@]host[:port][/db]``      Redis Streams
 ``rediss://...``                            Redis Streams over TLS
 ``unix:///path/redis.sock[?db=0]``          Redis Streams over a Unix socket
+``redis+cluster://[user:pw@]h:p[,h:p...]``  Redis Cluster (``rediss+cluster://``: TLS)
+``redis+sentinel://h:p[,h:p...]/<master>``  Redis Sentinel (``rediss+sentinel://``: TLS)
 ``memory://[name]``                         in-process broker (tests; publish half only)
 any SQLAlchemy URL (``sqlite:///b.db``,     SQL-table broker in that database
 ``postgresql+psycopg://...``)
 ==========================================  =====================================
+
+Every Redis form takes ``?durability=none|replicas=N|aof`` (docs/brokers.md).
 
 Adapters are imported only when their scheme is asked for, so a new broker
 (a sub-package of :mod:`brokers`) adds one row to :data:`_SCHEMES` and
@@ -29,8 +33,15 @@ from outbox.errors import ConfigError
 from ._publisher import Publisher
 from ._subscriber import Subscriber
 
-__all__ = ["broker_kind", "connect_publisher", "connect_subscriber"]
+__all__ = ["broker_kind", "connect_publisher", "connect_subscriber", "needs_hash_tags"]
 
+# Whole URL schemes naming a broker of their own (checked before the ``+driver`` rule).
+_FULL_SCHEMES = {
+    "redis+cluster": "redis_cluster",
+    "rediss+cluster": "redis_cluster",
+    "redis+sentinel": "redis_sentinel",
+    "rediss+sentinel": "redis_sentinel",
+}
 # URL scheme (before any ``+driver``) -> broker sub-package.
 _SCHEMES = {
     "redis": "redis_streams",
@@ -44,7 +55,9 @@ _SCHEMES = {
 
 
 def broker_kind(url: str) -> str:
-    """The broker sub-package serving ``url``: ``redis_streams``, ``sql_table`` or ``memory``.
+    """The broker sub-package serving ``url``.
+
+    One of ``redis_streams``, ``redis_cluster``, ``redis_sentinel``, ``sql_table``, ``memory``.
 
     Raises:
         ConfigError: no URL, or its scheme is unknown (password masked).
@@ -56,22 +69,42 @@ def broker_kind(url: str) -> str:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:
         scheme = ""
-    kind = _SCHEMES.get(scheme.split("+", 1)[0])
+    kind = _FULL_SCHEMES.get(scheme) or _SCHEMES.get(scheme.split("+", 1)[0])
     if kind is None:
         msg = (
-            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, memory://"
-            " or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
+            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, redis+cluster://,"
+            " redis+sentinel://, memory:// or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
         )
         raise ConfigError(msg)
     return kind
 
 
+def needs_hash_tags(url: str) -> bool:
+    """Whether the broker at ``url`` needs ``StreamLayout(hash_tags=True)`` (Redis Cluster).
+
+    .. versionadded:: 0.3
+    """
+    try:
+        return broker_kind(url) == "redis_cluster"
+    except ConfigError:
+        return False
+
+
 def connect_publisher(
-    url: str, *, key_prefix: str = "", max_len: int | None = None, schema: str | None = None
+    url: str,
+    *,
+    key_prefix: str = "",
+    max_len: int | None = None,
+    schema: str | None = None,
+    durability: str | None = None,
 ) -> Publisher:
     """Return the publish half for ``url``; ``key_prefix`` applies to Redis, ``max_len`` to Redis and SQL.
 
     ``schema`` is the database schema of the SQL-table broker's tables (PostgreSQL).
+    ``durability`` (``none``, ``replicas=N``, ``aof``) applies to every Redis
+    form and overrides the URL's ``durability`` option; other brokers refuse it.
+
+    .. versionchanged:: 0.3 ``durability``, ``redis+cluster://``, ``redis+sentinel://``.
 
     Raises:
         ConfigError: the URL is malformed or its scheme unknown (password masked).
@@ -80,7 +113,18 @@ def connect_publisher(
     if kind == "redis_streams":
         from .redis_streams import RedisStreamsPublisher  # noqa: PLC0415 - only the broker asked for
 
-        return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len)
+        return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    if kind == "redis_cluster":
+        from .redis_cluster import RedisClusterPublisher  # noqa: PLC0415
+
+        return RedisClusterPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    if kind == "redis_sentinel":
+        from .redis_sentinel import sentinel_publisher  # noqa: PLC0415
+
+        return sentinel_publisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    if durability not in (None, "none"):
+        msg = f"--broker-durability applies to Redis brokers only, not {redact_url(url)}"
+        raise ConfigError(msg)
     if kind == "memory":
         from .memory import MemoryPublisher, memory_broker  # noqa: PLC0415
 
@@ -110,6 +154,16 @@ def connect_subscriber(
         from .redis_streams import DEFAULT_SOCKET_TIMEOUT, RedisStreamsSubscriber  # noqa: PLC0415
 
         return RedisStreamsSubscriber.from_url(url, socket_timeout=socket_timeout or DEFAULT_SOCKET_TIMEOUT)
+    if kind == "redis_cluster":
+        from .redis_cluster import RedisClusterSubscriber  # noqa: PLC0415
+        from .redis_streams import DEFAULT_SOCKET_TIMEOUT  # noqa: PLC0415
+
+        return RedisClusterSubscriber.from_url(url, socket_timeout=socket_timeout or DEFAULT_SOCKET_TIMEOUT)
+    if kind == "redis_sentinel":
+        from .redis_sentinel import sentinel_subscriber  # noqa: PLC0415
+        from .redis_streams import DEFAULT_SOCKET_TIMEOUT  # noqa: PLC0415
+
+        return sentinel_subscriber(url, socket_timeout=socket_timeout or DEFAULT_SOCKET_TIMEOUT)
     if kind == "memory":
         msg = "memory:// has no subscribe half by URL: build brokers.memory.MemorySubscriber directly"
         raise ConfigError(msg)

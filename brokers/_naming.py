@@ -5,6 +5,13 @@ partitions, to ``n`` streams ``<prefix><topic>:<p>`` for ``p`` in ``0..n-1``;
 a message goes to partition ``key_hash % n`` (see :func:`outbox.key_hash`), so
 all messages of one key share a stream and keep their order. ``:`` cannot
 occur in a topic, so names never collide.
+
+With ``hash_tags=True`` (Redis Cluster) the part after the prefix is a Redis
+Cluster hash tag: ``<prefix>{<topic>}`` and ``<prefix>{<topic>:<p>}``. Each
+(topic, partition) then has a slot of its own, so partitions spread over the
+masters, and the broker's per-stream keys (fences, incarnation markers) are
+the stream name plus a suffix, in the stream's slot. Every name still starts
+with the prefix, so ``~<prefix>*`` ACL patterns keep working.
 """
 
 from __future__ import annotations
@@ -31,13 +38,17 @@ class StreamLayout:
         prefix: prepended to every stream name (e.g. ``"orders-svc:"``).
         partitions: partitions per topic; topics not listed use ``default_partitions``.
         default_partitions: partitions of any other topic (1 = one stream, no suffix).
+        hash_tags: wrap ``<topic>[:<p>]`` in a Redis Cluster hash tag (required by,
+            and set by the command line for, ``redis+cluster://`` brokers).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.3 ``hash_tags``.
     """
 
     prefix: str = ""
     partitions: Mapping[str, int] = field(default_factory=dict)
     default_partitions: int = 1
+    hash_tags: bool = False
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -58,13 +69,15 @@ class StreamLayout:
     def stream_for(self, topic: str, key_hash: int) -> str:
         """The stream a message of ``topic`` with ``key_hash`` goes to."""
         count = self.partitions_of(topic)
-        if count == 1:
-            return f"{self.prefix}{topic}"
-        return f"{self.prefix}{topic}:{key_hash % count}"
+        return self._name(topic, None if count == 1 else key_hash % count)
 
     def streams_of(self, topic: str) -> list[str]:
         """Every stream of ``topic``, partition 0 first."""
         count = self.partitions_of(topic)
         if count == 1:
-            return [f"{self.prefix}{topic}"]
-        return [f"{self.prefix}{topic}:{p}" for p in range(count)]
+            return [self._name(topic, None)]
+        return [self._name(topic, p) for p in range(count)]
+
+    def _name(self, topic: str, partition: int | None) -> str:
+        local = topic if partition is None else f"{topic}:{partition}"
+        return f"{self.prefix}{{{local}}}" if self.hash_tags else f"{self.prefix}{local}"

@@ -10,9 +10,8 @@ from sqlalchemy.exc import ArgumentError
 
 _MASK = "***"
 # Query parameters that carry secrets in driver URLs (libpq, redis-py, ...).
-_SECRET_PARAM = re.compile(
-    r"(?i)(^|[?&;])((?:ssl)?(?:password|passwd|pwd|pass|secret|token|sslpassword)=)[^&;]*"
-)
+# Any prefix counts: ``sentinel_password`` (Redis Sentinel URLs) is a password too.
+_SECRET_PARAM = re.compile(r"(?i)(^|[?&;])([a-z_]*(?:password|passwd|pwd|pass|secret|token)=)[^&;]*")
 
 
 def redact_url(url: object) -> str:
@@ -32,6 +31,11 @@ def redact_url(url: object) -> str:
         text = urlunsplit(parts)
     if parts.password is None and "@" not in parts.netloc:
         return text
+    if "," in parts.netloc:  # several hosts (redis+cluster://, redis+sentinel://): keep them all
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        auth = f"{user}:{_MASK}@" if colon else (f"{user}@" if user else "")
+        return urlunsplit((parts.scheme, f"{auth}{hosts}", parts.path, parts.query, ""))
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from brokers import StreamLayout
+from brokers import Durability, StreamLayout, needs_hash_tags
 from outbox import ConfigError, OutboxConfig
 from outbox._redact import redact_url
 
@@ -61,6 +61,8 @@ class RelayConfig:
             broker loses its data; zero deletes rows as soon as they are published.
         max_len: most entries kept per stream (``MAXLEN ~`` on Redis, exact on the
             SQL-table broker; ``None``: unbounded).
+        broker_durability: Redis brokers only: ``none``, ``replicas=N`` or ``aof``
+            (docs/brokers.md); ``None`` takes the broker URL's ``durability`` option.
         listen: use LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
         relay_id: this relay's name in leases and logs (default ``host-pid-random``).
         once: drain what is due and exit.
@@ -86,6 +88,7 @@ class RelayConfig:
     retry_max: dt.timedelta = DEFAULT_RETRY_MAX
     replay_window: dt.timedelta = DEFAULT_REPLAY_WINDOW
     max_len: int | None = None
+    broker_durability: str | None = None
     listen: bool = True
     relay_id: str | None = None
     once: bool = False
@@ -111,6 +114,12 @@ class RelayConfig:
             self.on_dead_letter in ON_DEAD_LETTER_CHOICES,
             f"on dead letter must be one of {', '.join(ON_DEAD_LETTER_CHOICES)}",
         )
+        _check(
+            self.layout.hash_tags or not needs_hash_tags(self.broker_url),
+            "a redis+cluster:// broker needs StreamLayout(hash_tags=True), the same in the consumers",
+        )
+        if self.broker_durability is not None:
+            Durability.parse(self.broker_durability)  # one clear error now, not at the first batch
         _check(self.relay_id is None or 0 < len(self.relay_id) <= 200, "relay id must be 1..200 characters")  # noqa: PLR2004
 
 

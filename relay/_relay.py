@@ -45,6 +45,14 @@ _HOUSEKEEPING_SHARE = 3  # renew leases ttl/3 apart
 _RETENTION_ROUNDS = 4
 _BUSY_AT = 8  # rows in one claim that mean "busy": see _relay_batch
 _ONCE_MAX_FAILURES = 5  # --once gives up after this many consecutive outages (~3 s of backoff)
+# A batch the broker took only in part (one Redis Cluster master failing over):
+# the rest is retried soon, since the healthy partitions go on in each retry.
+_PARTIAL_BACKOFF_CAP = dt.timedelta(seconds=2)
+_PARTIAL_WARN_EVERY = 100  # repeat the warning this seldom while it lasts
+
+
+class _PartialPublishError(BrokerError):
+    """The broker took part of a batch and refused the rest for a transient reason."""
 
 
 @dataclass(slots=True)
@@ -90,6 +98,7 @@ class Relay:
             key_prefix=config.layout.prefix,
             max_len=config.max_len,
             schema=config.outbox.schema,
+            durability=config.broker_durability,
         )
         self.tables = outbox_tables(config.outbox)
         self.scope = self.tables.outbox.fullname
@@ -110,6 +119,7 @@ class Relay:
         self._stopping = threading.Event()
         self._log = log.bind(relay_id=self.relay_id)
         self._broker_backoff = Backoff()
+        self._partial_backoff = Backoff(cap=_PARTIAL_BACKOFF_CAP)
         self._db_backoff = Backoff()
         self._next_housekeeping = 0.0
         self._fences_pending = False
@@ -228,6 +238,15 @@ class Relay:
             self.leases.view.valid_until = 0.0  # renew before anything else
         except BrokerAuthError:
             raise  # wrong credentials or ACL: a configuration error, never retried
+        except _PartialPublishError as exc:
+            delay = self._partial_backoff.next_delay()
+            failures = self._partial_backoff.failures
+            # Once per outage, not once per retry: a failover retries many times.
+            level = self._log.warning if failures % _PARTIAL_WARN_EVERY == 1 else self._log.debug
+            level("relay.publish_partly_failed", error=str(exc), delay_s=round(delay, 3), retries=failures)
+            self._count_failure("broker")
+            self._give_up_once(exc, failures)
+            self._sleep(delay)
         except BrokerError as exc:
             delay = self._broker_backoff.next_delay()
             self._log.warning("relay.publish_failed", error=str(exc), delay_s=round(delay, 3))
@@ -401,7 +420,8 @@ class Relay:
             self.leases.set_idle(False, now=now)
         self._account(batch, published, failures, dead, done, started)
         if result.transient_error is not None:
-            raise BrokerError(f"broker refused part of a batch: {result.transient_error}")
+            raise _PartialPublishError(f"broker refused part of a batch: {result.transient_error}")
+        self._partial_backoff.reset()
 
     def _split(
         self, batch: list[ClaimedRow], result: PublishResult

@@ -10,10 +10,20 @@ key                                         written by
 ``<prefix><topic>[:<partition>]``           relay: the streams (:class:`~brokers.StreamLayout`)
 ``<prefix>outboxkit:incarnation``           relay: detects a Redis that lost its data
 ``<prefix>outboxkit:fence:<name>``          relay: newest lease epoch per partition
+``<stream>:outboxkit:fence:<name>``        relay on Redis Cluster: the fence, per stream
+``<stream>:outboxkit:armed``                relay on Redis Cluster: the stream's slot has not lost data
+``<prefix>outboxkit:incarnation:{<n>}``     relay on Redis Cluster: one incarnation per master
 ``<scope>:outboxkit:lease:<stream>``        consumers: who reads ``stream`` (``SET PX``)
 ``<scope>:outboxkit:members``               consumers: live members (sorted set by expiry)
 ``<scope>:outboxkit:mark:<marker>``         consumers: a warning already given (``SET NX``)
 ==========================================  ==========================================
+
+On Redis Cluster the streams carry a hash tag (``<prefix>{<topic>:<p>}``, see
+:class:`~brokers.StreamLayout`) and the fence and armed keys are the
+stream name plus a suffix, so they share the stream's slot and one script call
+per slot can check and write them atomically. The incarnation keys of a
+cluster are tagged ``{<n>}`` with the smallest ``n`` whose slot each master
+owns (:mod:`brokers.redis_cluster`).
 
 A consumer's *scope* is ``<prefix><group>``: :class:`inbox.ConsumerRunner`
 passes it as the ``group`` of the lease calls, so it starts with the prefix.
@@ -23,7 +33,16 @@ collide with a stream.
 
 from __future__ import annotations
 
-__all__ = ["fence_key", "incarnation_key", "lease_key", "mark_key", "members_key"]
+__all__ = [
+    "armed_key",
+    "fence_key",
+    "incarnation_key",
+    "lease_key",
+    "mark_key",
+    "members_key",
+    "node_incarnation_key",
+    "stream_fence_key",
+]
 
 _NS = "outboxkit"
 
@@ -51,3 +70,18 @@ def members_key(scope: str) -> str:
 def mark_key(scope: str, marker: str) -> str:
     """The record that ``marker`` happened for ``scope`` (``<prefix><group>``)."""
     return f"{scope}:{_NS}:mark:{marker}"
+
+
+def stream_fence_key(stream: str, name: str) -> str:
+    """The relay fence ``name`` kept next to ``stream`` (Redis Cluster: in the stream's slot)."""
+    return f"{stream}:{_NS}:fence:{name}"
+
+
+def armed_key(stream: str) -> str:
+    """Marks that ``stream``'s slot was written under a known incarnation (Redis Cluster)."""
+    return f"{stream}:{_NS}:armed"
+
+
+def node_incarnation_key(prefix: str, tag: int) -> str:
+    """The incarnation token of the master owning the slot of hash tag ``{tag}`` (Redis Cluster)."""
+    return f"{prefix}{_NS}:incarnation:{{{tag}}}"

@@ -19,9 +19,11 @@ One ``EVALSHA`` per batch does, atomically on the server:
 
 Because a script is atomic, a fence check and the appends it guards cannot be
 interleaved with another relay's batch: this is what makes fencing exact.
-Redis Cluster needs every key of a script in one slot: give a prefix with a
-hash tag (``{orders}:``) there. The script is ``publish_batch.lua`` beside
-this module.
+With a durability setting (``?durability=replicas=1``, see
+:mod:`brokers._durability`) a ``WAIT`` follows the script, and a batch the
+replicas did not acknowledge in time fails as a whole. Redis Cluster has its
+own publisher, which sends one script per slot (:mod:`brokers.redis_cluster`).
+The script is ``publish_batch.lua`` beside this module.
 
 .. versionadded:: 0.1
 """
@@ -37,8 +39,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox._redact import redact_url
-from outbox.errors import ConfigError, FencedError
+from outbox.errors import BrokerError, ConfigError, FencedError
 
+from .._durability import Durability, split_durability
 from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
 from ._errors import broker_error
 from ._keys import fence_key, incarnation_key
@@ -70,18 +73,32 @@ class RedisStreamsPublisher:
             everything). Trimming deletes entries consumers may not have read:
             a data-loss trade-off, see docs/relay.md.
         timeout: socket timeout in seconds.
+        durability: ``none``, ``replicas=N`` or ``aof``; overrides the URL's
+            ``durability`` option.
+        client: an existing client (Redis Sentinel's master); ``url`` then only
+            describes it.
+
+    .. versionchanged:: 0.3 ``durability`` and ``client``.
     """
 
     def __init__(
-        self, url: str, *, key_prefix: str = "", max_len: int | None = None, timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        key_prefix: str = "",
+        max_len: int | None = None,
+        timeout: float = 5.0,
+        durability: str | None = None,
+        client: redis.Redis | None = None,
     ) -> None:
         if max_len is not None and max_len <= 0:
             msg = f"stream max length must be positive, got {max_len}"
             raise ConfigError(msg)
         self._description = redact_url(url)
+        url, self._durability = split_durability(url, durability)
         try:
             # No client-side retries: the relay owns backoff and must see each failure.
-            self._client = redis.Redis.from_url(
+            self._client = client or redis.Redis.from_url(
                 url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
@@ -99,6 +116,11 @@ class RedisStreamsPublisher:
     def description(self) -> str:
         """The URL without its password."""
         return self._description
+
+    @property
+    def durability(self) -> Durability:
+        """When a batch counts as published (``none``, ``replicas=N``, ``aof``)."""
+        return self._durability
 
     @property
     def client(self) -> redis.Redis:
@@ -133,9 +155,22 @@ class RedisStreamsPublisher:
             args += chain.from_iterable(fields.items())  # name, value, name, value, ...
         try:
             reply = self._script(keys=keys, args=args)
+            if self._durability.waits and entries:
+                self._wait()
         except redis.RedisError as exc:
             raise broker_error(exc, where=self._description, what="the relay's publish script") from None
         return self._result(reply, len(entries))
+
+    def _wait(self) -> None:
+        """``WAIT``/``WAITAOF`` after the script; a shortfall fails the batch (rows stay unmarked)."""
+        try:
+            reply = self._client.execute_command(*self._durability.command())  # type: ignore[no-untyped-call]
+        except redis.exceptions.ResponseError as exc:
+            if (error := self._durability.unsupported(str(exc))) is not None:
+                raise error from None
+            raise  # the caller's boundary maps it
+        if (shortfall := self._durability.shortfall(reply)) is not None:
+            raise BrokerError(f"Redis at {self._description}: {shortfall}")
 
     def _result(self, reply: list[bytes], count: int) -> PublishResult:
         incarnation = reply[0].decode()

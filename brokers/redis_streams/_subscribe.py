@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from outbox._redact import redact_url
 from outbox.errors import ConfigError
 
+from .._durability import split_durability
 from .._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from ._errors import AUTH_FAILURES, FAILURES, broker_error
 from ._keys import lease_key, mark_key, members_key
@@ -60,11 +61,15 @@ class RedisStreamsSubscriber:
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT
+        self,
+        client: aioredis.Redis,
+        *,
+        socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT,
+        where: str = "redis",
     ) -> None:
         self._redis = client
         self._socket_timeout = socket_timeout
-        self._where = "redis"
+        self._where = where
         self._acquire = client.register_script(lua_source("acquire_lease"))
         self._release = client.register_script(lua_source("release_lease"))
         self._heartbeat = client.register_script(lua_source("heartbeat"))
@@ -77,6 +82,7 @@ class RedisStreamsSubscriber:
         if socket_timeout <= _BLOCK_MARGIN:
             msg = f"the Redis socket timeout must be over {_BLOCK_MARGIN.total_seconds():g}s"
             raise ConfigError(msg)
+        url, _ = split_durability(url)  # the relay's setting: consumers only read
         try:
             client = aioredis.Redis.from_url(
                 url,
@@ -88,9 +94,7 @@ class RedisStreamsSubscriber:
         except ValueError as exc:
             msg = f"invalid Redis URL {redact_url(url)}: {exc.args[0] if exc.args else exc}"
             raise ConfigError(redact_url(msg)) from None
-        self = cls(client, socket_timeout=socket_timeout)
-        self._where = redact_url(url)
-        return self
+        return cls(client, socket_timeout=socket_timeout, where=redact_url(url))
 
     @property
     def max_block(self) -> dt.timedelta:

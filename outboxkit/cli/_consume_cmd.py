@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 import saga
-from brokers import StreamLayout, connect_subscriber
+from brokers import StreamLayout, connect_subscriber, needs_hash_tags
 from brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT
 from inbox import ConsumerConfig, ConsumerRunner, DeadLetterGauges, Mode, Registry, default_consumer_name
 from outbox import ConfigError, redact_url
@@ -264,6 +264,7 @@ def consume(
             prefix=stream_prefix,
             partitions=parse_topic_partitions(topic_partitions),
             default_partitions=default_partitions,
+            hash_tags=needs_hash_tags(broker),
         ),
         mode=mode,
         batch_size=batch_size,

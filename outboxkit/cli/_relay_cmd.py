@@ -12,7 +12,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from brokers import StreamLayout
+from brokers import StreamLayout, needs_hash_tags
 from outbox import BrokerError, OutboxConfig
 from relay import MetricsServer, Relay, RelayConfig, RelayMetrics
 from relay._config import (
@@ -86,6 +86,14 @@ def relay(
         int | None,
         _opt("--stream-maxlen", "Max length of every stream, Redis or SQL table (trims unread entries!)."),
     ] = None,
+    broker_durability: Annotated[
+        str | None,
+        _opt(
+            "--broker-durability",
+            "Redis brokers: none, replicas=N (WAIT: mark rows sent once N replicas have them) or aof"
+            " (WAITAOF, Redis >= 7.2); overrides the URL's ?durability=.",
+        ),
+    ] = None,
     no_listen: Annotated[bool, _opt("--no-listen", "Poll only, no LISTEN/NOTIFY.")] = False,
     metrics_port: Annotated[
         int | None, _opt("--metrics-port", "Serve /metrics, /healthz and /readyz on this port.")
@@ -107,14 +115,16 @@ def relay(
     ] = DEFAULT_ON_DEAD_LETTER,
 ) -> None:
     """Relay committed outbox rows to the broker until SIGTERM/SIGINT (or, with --once, until drained)."""
+    broker_url = require(broker, "--broker", BROKER_URL_ENV)
     config = RelayConfig(
         database_url=require(db, "--db", DATABASE_URL_ENV),
-        broker_url=require(broker, "--broker", BROKER_URL_ENV),
+        broker_url=broker_url,
         outbox=OutboxConfig(table=table, schema=schema),
         layout=StreamLayout(
             prefix=stream_prefix,
             partitions=parse_topic_partitions(topic_partitions),
             default_partitions=default_partitions,
+            hash_tags=needs_hash_tags(broker_url),
         ),
         batch_size=batch_size,
         max_batch_bytes=int(max_batch_mib * 1024 * 1024),
@@ -126,6 +136,7 @@ def relay(
         retry_max=dt.timedelta(seconds=retry_max),
         replay_window=dt.timedelta(seconds=replay_window),
         max_len=stream_maxlen,
+        broker_durability=broker_durability,
         listen=not no_listen,
         relay_id=relay_id,
         once=once,

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from brokers import GroupStatus, connect_publisher
+from brokers.redis_cluster import RedisClusterPublisher
 from brokers.redis_streams import RedisStreamsPublisher
 from inbox import consumer_group_status, count_dead_letters, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
@@ -136,6 +137,8 @@ def broker_reachable(url: str) -> tuple[bool, str | None]:
     try:
         if isinstance(publisher, RedisStreamsPublisher):
             publisher.client.ping()
+        elif isinstance(publisher, RedisClusterPublisher):
+            publisher.ping()
         else:
             publisher.publish([])  # no entries, no fences: a no-op round trip
     except (OutboxError, RedisError) as exc:

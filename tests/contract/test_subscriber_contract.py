@@ -1,4 +1,4 @@
-"""One contract for every subscriber: in-memory, SQL table (SQLite and PostgreSQL) and Redis Streams."""
+"""One contract for every subscriber: in-memory, SQL table (SQLite, PostgreSQL), Redis Streams, Redis Cluster."""
 
 from __future__ import annotations
 
@@ -28,17 +28,31 @@ class Broker:
     stream: str
 
 
-@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis"])
+@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis", "redis_cluster", "redis_sentinel"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     stream = f"c{uuid.uuid4().hex[:8]}:orders.created"
     if request.param == "memory":
         streams = MemoryStreams()
         yield Broker(MemorySubscriber(streams), lambda s, f: streams.add(s, f) and None, stream)
         return
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
+    if request.param == "redis_cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster_client = cluster.client()
+        subscriber = connect_subscriber(cluster.url)
+        tagged = f"c{uuid.uuid4().hex[:8]}:{{orders.created}}"  # StreamLayout(hash_tags=True)'s form
+        yield Broker(subscriber, lambda s, f: cluster_client.xadd(s, f) and None, tagged)  # type: ignore[arg-type]
+        await subscriber.aclose()
+        cluster_client.close()
+        return
+    if request.param in {"redis", "redis_sentinel"}:
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_url")
+            subscriber = connect_subscriber(url)
+        else:
+            sentinel = request.getfixturevalue("redis_sentinel")
+            url = sentinel.master.url  # entries added on the master directly
+            subscriber = connect_subscriber(sentinel.url)
         client = redis.Redis.from_url(url)
-        subscriber = connect_subscriber(url)
         yield Broker(subscriber, lambda s, f: client.xadd(s, f) and None, stream)  # type: ignore[arg-type]
         await subscriber.aclose()
         client.close()

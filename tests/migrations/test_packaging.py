@@ -67,6 +67,7 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
         if name.startswith("brokers/redis_streams/") and name.endswith(".lua")
     }
     assert lua == {"publish_batch.lua", "acquire_lease.lua", "release_lease.lua", "heartbeat.lua"}
+    assert "brokers/redis_cluster/publish_slot.lua" in names  # Redis Cluster's one script per slot
     assert "outbox/py.typed" in names
     # The dashboard's templates and stylesheet are package data (issue 14).
     assert {"outboxkit/dashboard/__init__.py", "outboxkit/dashboard/templates/base.html",
