@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -19,9 +20,10 @@ import outbox
 from tests._servers import PostgresServer, RedisServer
 
 from . import _checker, _schema
-from ._faults import Controller, schedule
+from ._faults import Controller, Links, schedule
 from ._procs import Managed, RssSampler, cli, python_env, wait_until
 from ._profile import Profile
+from ._proxy import FaultProxy, proxied_url
 from .handlers import GROUP, TOPIC
 
 SENTINEL = "Sentinel-pw-7f3a9c"  # must never appear in any log, error or status output
@@ -36,6 +38,7 @@ class Verdict:
     counts: _checker.Counts | None = None
     duplicate_deliveries: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    supervisor_restarts: dict[str, int] = field(default_factory=dict)
     fault_errors: list[str] = field(default_factory=list)
     writers: list[dict[str, int]] = field(default_factory=list)
     events_per_second: float = 0.0
@@ -59,16 +62,30 @@ def _urls(pg: PostgresServer, rds: RedisServer, dbname: str) -> tuple[str, str]:
     return db, rds.url
 
 
-def _relays(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]:
+def _links(count: int, db: str, broker: str, name: str) -> list[Links]:
+    """A started fault proxy to PostgreSQL and one to Redis for each of ``count`` processes."""
+    db_at, broker_at = urlsplit(db), urlsplit(broker)
+    assert db_at.port is not None
+    assert broker_at.port is not None
+    return [
+        Links(
+            db=FaultProxy("127.0.0.1", db_at.port, name=f"{name}-{i}-db", seed=i).start(),
+            broker=FaultProxy("127.0.0.1", broker_at.port, name=f"{name}-{i}-broker", seed=i).start(),
+        )
+        for i in range(count)
+    ]
+
+
+def _relays(profile: Profile, db: str, broker: str, logs: Path, links: list[Links]) -> list[Managed]:
     return [
         Managed(
             f"relay-{i}",
             cli(
                 "relay",
                 "--db",
-                db,
+                proxied_url(db, links[i].db.port),
                 "--broker",
-                broker,
+                proxied_url(broker, links[i].broker.port),
                 "--lease-ttl",
                 str(profile.relay_lease_ttl),
                 "--topic-partitions",
@@ -86,7 +103,7 @@ def _relays(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]
     ]
 
 
-def _consumers(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]:
+def _consumers(profile: Profile, db: str, broker: str, logs: Path, links: list[Links]) -> list[Managed]:
     return [
         Managed(
             f"consumer-{i}",
@@ -94,9 +111,9 @@ def _consumers(profile: Profile, db: str, broker: str, logs: Path) -> list[Manag
                 "consume",
                 "tests.soak.handlers:registry",
                 "--db",
-                db,
+                proxied_url(db, links[i].db.port),
                 "--broker",
-                broker,
+                proxied_url(broker, links[i].broker.port),
                 "--group",
                 GROUP,
                 "--consumer-name",
@@ -163,8 +180,11 @@ def run(profile: Profile, seed: int, out: Path) -> Verdict:
         db, broker = _urls(pg, rds, "soak")
         outbox.upgrade(db)
         _schema.create(db, profile.keys)
-        relays = _relays(profile, db, broker, logs)
-        consumers = _consumers(profile, db, broker, logs)
+        # Every relay and consumer reaches both servers through its own fault proxies.
+        relay_links = _links(profile.relays, db, broker, "relay")
+        consumer_links = _links(profile.consumers, db, broker, "consumer")
+        relays = _relays(profile, db, broker, logs, relay_links)
+        consumers = _consumers(profile, db, broker, logs, consumer_links)
         writers = _writers(profile, db, seed, logs)
         everyone = relays + consumers + writers
         plan = schedule(profile, seed)
@@ -176,6 +196,9 @@ def run(profile: Profile, seed: int, out: Path) -> Verdict:
             redis_server=rds,
             pg_server=pg,
             pause_seconds=profile.relay_lease_ttl * 2.5,
+            relay_links=relay_links,
+            consumer_links=consumer_links,
+            profile=profile,
         )
         with RssSampler(everyone) as sampler:
             for managed in relays + consumers + writers:
@@ -189,7 +212,8 @@ def run(profile: Profile, seed: int, out: Path) -> Verdict:
             verdict.write_seconds = round(time.monotonic() - started, 1)
             controller.stop()
             controller.join(60)
-            # Heal: every process running and unpaused, servers up.
+            # Heal: every link forwarding, every process running and unpaused, servers up.
+            controller.heal_network()
             for managed in relays + consumers:
                 managed.signal(signal.SIGCONT)
                 if not managed.alive():
@@ -213,8 +237,12 @@ def run(profile: Profile, seed: int, out: Path) -> Verdict:
             for writer in writers:
                 writer.stop(5)
             verdict.peak_rss_mb = {k: round(v, 1) for k, v in sorted(sampler.peaks.items())}
+        for links in relay_links + consumer_links:
+            links.db.stop()
+            links.broker.stop()
         verdict.counts = _checker.count(db)
         verdict.faults = dict(controller.injected)
+        verdict.supervisor_restarts = dict(controller.restarted)
         verdict.fault_errors = controller.errors
         verdict.writers = _writer_stats(logs, writers)
         committed = verdict.counts.expected
