@@ -1,7 +1,7 @@
 /*
  * The consumer's stream lease and inbox commit, as checked by Spin (docs/adr/0009).
  *
- *   spin -a docs/model/consumer.pml && gcc -O2 -DSAFETY -o pan pan.c && ./pan -m100000
+ *   spin -a docs/model/consumer.pml && gcc -O1 -DSAFETY -o pan pan.c && ./pan -m20000
  *
  * One partition stream holding M entries (distinct messages of one key), one
  * consumer group, C consumer processes (inbox/_runner.py). A consumer loops:

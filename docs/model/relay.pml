@@ -1,7 +1,10 @@
 /*
  * The relay protocol of outboxkit, as checked by Spin (docs/adr/0009).
  *
- *   spin -a docs/model/relay.pml && gcc -O2 -o pan pan.c && ./pan -m100000
+ *   spin -a docs/model/relay.pml && gcc -O1 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m20000
+ *   (fault budgets: -DMAXCRASH= -DMAXEXPIRE= -DMAXLOSS= -DMAXLOSTREPLY= -DMAXREJECT=, -DN=3;
+ *   the defaults are the long check, minutes and ~1 GiB; tests/model/test_spin_models.py
+ *   runs smaller bounded configurations in seconds)
  *
  * One relay partition, one key, N rows committed in id order by one writer;
  * R relay processes, each a loop of the real relay's steps
