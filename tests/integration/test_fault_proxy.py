@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.soak._proxy import FaultProxy, proxied_url
+from outboxkit.soak._proxy import FaultProxy, proxied_url
 
 pytestmark = pytest.mark.integration
 
