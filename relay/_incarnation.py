@@ -99,6 +99,14 @@ class IncarnationTracker:
                 stored = None if row is None else row.value
                 if row is None:
                     conn.execute(insert(relay_state).values(name=self.name, value=token, updated_at=now))
+                elif stored not in (token, self._token):
+                    # Another relay recorded a token since this one published: the
+                    # reply is stale (this relay was frozen in between) and the
+                    # broker may hold yet another one. Never roll the record back
+                    # (every relay's marks would then fail and re-publish without
+                    # end, found by docs/model/relay.pml): re-read, publish again.
+                    self._token = stored
+                    return 0
                 elif (
                     stored != token
                     and conn.execute(

@@ -315,9 +315,13 @@ class Relay:
         if view.gained or view.lost:
             self._log.info("relay.rebalanced", owned=sorted(view.epochs), gained=view.gained, lost=view.lost,
                            members=view.members)  # fmt: skip
-        if view.gained or self._fences_pending:
+        if view.epochs:
             # Advance the fences now, so a paused former owner is refused even
-            # if there is nothing to publish yet.
+            # if there is nothing to publish yet. Every round, not only after a
+            # takeover: the empty publish is also how an idle relay learns that
+            # the broker lost its data, and re-publishes the replay window
+            # without waiting for the next row to be written (issue 17, found
+            # by docs/model/relay.pml).
             self._fences_pending = True
             fences = self.leases.fences(sorted(view.epochs))
             result = self.publisher.publish([], fences=fences, incarnation=self.incarnation.expected())

@@ -28,6 +28,7 @@ class ProfileName(enum.StrEnum):
 
     smoke = "smoke"
     full = "full"
+    faults = "faults"
 
 
 def soak(
@@ -48,7 +49,11 @@ def soak(
         ),
     ] = None,
     profile: Annotated[
-        ProfileName, typer.Option("--profile", help="smoke: ~10k events, minutes; full: ~100k events.")
+        ProfileName,
+        typer.Option(
+            "--profile",
+            help="smoke: ~10k events, minutes; full: ~100k events; faults: ~100k events, >= 1,000 faults.",
+        ),
     ] = ProfileName.smoke,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the workload and the fault schedule.")] = 1,
     out: Annotated[

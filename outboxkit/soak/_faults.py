@@ -20,6 +20,15 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ._procs import Managed
     from ._profile import Profile
+    from ._proxy import FaultProxy
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """One process's two proxied links."""
+
+    db: FaultProxy
+    broker: FaultProxy
 
 
 SERVER_FAULTS = frozenset({"redis_restart", "postgres_restart"})
@@ -40,7 +49,10 @@ class Fault:
     """One scheduled fault: ``at`` seconds after the start."""
 
     at: float
-    kind: str  # relay_kill | consumer_kill | relay_pause | redis_restart | postgres_restart
+    # relay_kill | consumer_kill | relay_pause | redis_restart | postgres_restart |
+    # relay_broker_partition | relay_db_partition | consumer_db_partition |
+    # relay_half_open | slow_links | link_drop (network faults, through the proxies)
+    kind: str
     target: int = 0
 
 
@@ -62,10 +74,18 @@ def schedule(profile: Profile, seed: int, *, server_faults: bool = True) -> list
 
     periodic("relay_kill", profile.relay_kill_every, profile.relays)
     periodic("consumer_kill", profile.consumer_kill_every, profile.consumers)
+    if profile.link_drop_every is not None:
+        # Targets 0 .. relays-1 are relays, then the consumers.
+        periodic("link_drop", profile.link_drop_every, profile.relays + profile.consumers)
     for kind, count, of in (
         ("relay_pause", profile.relay_pauses, profile.relays),
         ("redis_restart", profile.redis_restarts, 1),
         ("postgres_restart", profile.postgres_restarts, 1),
+        ("relay_broker_partition", profile.relay_broker_partitions, profile.relays),
+        ("relay_db_partition", profile.relay_db_partitions, profile.relays),
+        ("consumer_db_partition", profile.consumer_db_partitions, profile.consumers),
+        ("relay_half_open", profile.half_open_links, profile.relays),
+        ("slow_links", profile.slow_links, 1),
     ):
         # Spread these over the middle of the run, apart from each other.
         for i in range(count):
@@ -87,6 +107,9 @@ class Controller(threading.Thread):
         consumers: list[Managed],
         servers: ServerFaults | None,
         pause_seconds: float,
+        relay_links: list[Links] | None = None,
+        consumer_links: list[Links] | None = None,
+        profile: Profile | None = None,
     ) -> None:
         super().__init__(name="fault-controller", daemon=True)
         self.plan = plan
@@ -94,7 +117,11 @@ class Controller(threading.Thread):
         self.consumers = consumers
         self.servers = servers
         self.pause_seconds = pause_seconds
+        self.relay_links = relay_links or []
+        self.consumer_links = consumer_links or []
+        self.profile = profile
         self.injected: Counter[str] = Counter()
+        self.restarted: Counter[str] = Counter()  # processes that exited by themselves
         self.log: list[dict[str, object]] = []
         self.errors: list[str] = []
         self._stop_event = threading.Event()
@@ -114,9 +141,23 @@ class Controller(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a failed injection is reported in the verdict
                 self.errors.append(f"{fault.kind}: {type(exc).__name__}: {exc}")
             self.injected[fault.kind] += 1
+            self._supervise()
             self.log.append(
                 {"at": round(time.monotonic() - start, 2), "kind": fault.kind, "target": fault.target}
             )
+
+    def _supervise(self) -> None:
+        """Start again a relay or consumer that exited by itself, as systemd or Kubernetes would.
+
+        A network fault can hit a process while it starts (schema check, lease
+        rows), where a database error ends it with its one-line message; its
+        log keeps that line and ``restarted`` counts it in the verdict.
+        """
+        for managed in self.relays + self.consumers:
+            if not managed.paused and not managed.alive():
+                managed.reap(1)
+                managed.start()
+                self.restarted[managed.name] += 1
 
     def _inject(self, fault: Fault) -> None:
         if fault.kind == "relay_kill":
@@ -135,3 +176,43 @@ class Controller(threading.Thread):
             self.servers.restart_redis()
         elif fault.kind == "postgres_restart" and self.servers is not None:
             self.servers.restart_postgres()
+        elif fault.kind not in SERVER_FAULTS:
+            self._inject_network(fault)
+
+    def _inject_network(self, fault: Fault) -> None:
+        profile = self.profile
+        if profile is None:  # a controller without proxies has no network faults to inject
+            return
+        if fault.kind == "link_drop":
+            links = (self.relay_links + self.consumer_links)[fault.target]
+            links.db.drop()
+            links.broker.drop()
+            return
+        if fault.kind == "slow_links":
+            every = [p for links in self.relay_links + self.consumer_links for p in (links.db, links.broker)]
+            for proxy in every:
+                proxy.slow(*profile.slow_latency)
+            self._stop_event.wait(profile.slow_seconds)
+            for proxy in every:
+                proxy.slow(0.0)
+            return
+        if fault.kind == "consumer_db_partition":
+            link, lease = self.consumer_links[fault.target].db, profile.consumer_lease_ttl
+        elif fault.kind == "relay_db_partition":
+            link, lease = self.relay_links[fault.target].db, profile.relay_lease_ttl
+        else:  # relay_broker_partition, relay_half_open
+            link, lease = self.relay_links[fault.target].broker, profile.relay_lease_ttl
+        if fault.kind == "relay_half_open":
+            link.half_open()
+        else:
+            link.partition()
+        # Longer than the lease: another process takes the partitions over meanwhile.
+        self._stop_event.wait(lease * 1.5)
+        link.heal()
+
+    def heal_network(self) -> None:
+        """Every link forwarding at full speed again (the run's heal phase)."""
+        for links in self.relay_links + self.consumer_links:
+            for proxy in (links.db, links.broker):
+                proxy.slow(0.0)
+                proxy.heal()

@@ -29,9 +29,10 @@ from brokers import broker_kind
 from outbox import ConfigError, redact_url
 
 from . import _checker, _schema
-from ._faults import Controller, ServerFaults, schedule
+from ._faults import Controller, Links, ServerFaults, schedule
 from ._procs import Managed, RssSampler, cli, python_env, wait_until
 from ._profile import Profile
+from ._proxy import FaultProxy, proxied_url
 from .handlers import GROUP, TOPIC
 
 
@@ -44,6 +45,7 @@ class Verdict:
     counts: _checker.Counts | None = None
     duplicate_deliveries: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    supervisor_restarts: dict[str, int] = field(default_factory=dict)
     fault_errors: list[str] = field(default_factory=list)
     writers: list[dict[str, int]] = field(default_factory=list)
     events_per_second: float = 0.0
@@ -105,16 +107,42 @@ def preflight(db: str, broker: str) -> None:
         )
 
 
-def _relays(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]:
+def _proxies(profile: Profile, db: str, broker: str) -> tuple[list[Links], list[Links]]:
+    """Started fault proxies (to PostgreSQL, to Redis) for every relay and every consumer."""
+    return _links(profile.relays, db, broker, "relay"), _links(profile.consumers, db, broker, "consumer")
+
+
+def _stop_proxies(*groups: list[Links]) -> None:
+    for links in (link for group in groups for link in group):
+        links.db.stop()
+        links.broker.stop()
+
+
+def _links(count: int, db: str, broker: str, name: str) -> list[Links]:
+    """A started fault proxy to PostgreSQL and one to Redis for each of ``count`` processes."""
+    db_at, broker_at = urlsplit(db), urlsplit(broker)
+    # The proxies listen on 127.0.0.1; the servers may be anywhere (given URLs or local ones).
+    db_host, db_port = db_at.hostname or "127.0.0.1", db_at.port or 5432
+    broker_host, broker_port = broker_at.hostname or "127.0.0.1", broker_at.port or 6379
+    return [
+        Links(
+            db=FaultProxy(db_host, db_port, name=f"{name}-{i}-db", seed=i).start(),
+            broker=FaultProxy(broker_host, broker_port, name=f"{name}-{i}-broker", seed=i).start(),
+        )
+        for i in range(count)
+    ]
+
+
+def _relays(profile: Profile, db: str, broker: str, logs: Path, links: list[Links]) -> list[Managed]:
     return [
         Managed(
             f"relay-{i}",
             cli(
                 "relay",
                 "--db",
-                db,
+                proxied_url(db, links[i].db.port),
                 "--broker",
-                broker,
+                proxied_url(broker, links[i].broker.port),
                 "--lease-ttl",
                 str(profile.relay_lease_ttl),
                 "--topic-partitions",
@@ -132,7 +160,7 @@ def _relays(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]
     ]
 
 
-def _consumers(profile: Profile, db: str, broker: str, logs: Path) -> list[Managed]:
+def _consumers(profile: Profile, db: str, broker: str, logs: Path, links: list[Links]) -> list[Managed]:
     return [
         Managed(
             f"consumer-{i}",
@@ -140,9 +168,9 @@ def _consumers(profile: Profile, db: str, broker: str, logs: Path) -> list[Manag
                 "consume",
                 "outboxkit.soak.handlers:registry",
                 "--db",
-                db,
+                proxied_url(db, links[i].db.port),
                 "--broker",
-                broker,
+                proxied_url(broker, links[i].broker.port),
                 "--group",
                 GROUP,
                 "--consumer-name",
@@ -212,8 +240,10 @@ def run(
     verdict = Verdict(profile=profile.name, seed=seed)
     outbox.upgrade(db)
     _schema.create(db, profile.keys)
-    relays = _relays(profile, db, broker, logs)
-    consumers = _consumers(profile, db, broker, logs)
+    # Every relay and consumer reaches both servers through its own fault proxies.
+    relay_links, consumer_links = _proxies(profile, db, broker)
+    relays = _relays(profile, db, broker, logs, relay_links)
+    consumers = _consumers(profile, db, broker, logs, consumer_links)
     writers = _writers(profile, db, seed, logs)
     everyone = relays + consumers + writers
     plan = schedule(profile, seed, server_faults=servers is not None)
@@ -224,6 +254,9 @@ def run(
         consumers=consumers,
         servers=servers,
         pause_seconds=profile.relay_lease_ttl * 2.5,
+        relay_links=relay_links,
+        consumer_links=consumer_links,
+        profile=profile,
     )
     with RssSampler(everyone) as sampler:
         for managed in relays + consumers + writers:
@@ -237,7 +270,8 @@ def run(
         verdict.write_seconds = round(time.monotonic() - started, 1)
         controller.stop()
         controller.join(60)
-        # Heal: every process running and unpaused, servers up.
+        # Heal: every link forwarding, every process running and unpaused, servers up.
+        controller.heal_network()
         for managed in relays + consumers:
             managed.signal(signal.SIGCONT)
             if not managed.alive():
@@ -261,8 +295,10 @@ def run(
         for writer in writers:
             writer.stop(5)
         verdict.peak_rss_mb = {k: round(v, 1) for k, v in sorted(sampler.peaks.items())}
+    _stop_proxies(relay_links, consumer_links)
     verdict.counts = _checker.count(db)
     verdict.faults = dict(controller.injected)
+    verdict.supervisor_restarts = dict(controller.restarted)
     verdict.fault_errors = controller.errors
     verdict.writers = _writer_stats(logs, writers)
     committed = verdict.counts.expected

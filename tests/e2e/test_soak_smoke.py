@@ -13,7 +13,7 @@ from tests.soak import run_with_local_servers
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_soak_smoke_holds_every_guarantee(tmp_path: Path) -> None:
-    """~10k events under relay/consumer SIGKILLs, a relay SIGSTOP and a Redis restart: nothing lost, doubled or reordered."""
+    """~10k events under SIGKILLs, a SIGSTOP, a Redis restart and network partitions: nothing lost, doubled or reordered."""
     verdict = run_with_local_servers("smoke", seed=7, out=tmp_path)
     report = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict.ok, report["violations"]
@@ -22,6 +22,10 @@ def test_soak_smoke_holds_every_guarantee(tmp_path: Path) -> None:
     assert verdict.counts.lost == verdict.counts.doubled == verdict.counts.order_violations == 0
     assert verdict.faults.get("relay_kill", 0) >= 1
     assert verdict.faults.get("redis_restart", 0) == 1
+    for network in ("relay_broker_partition", "relay_db_partition", "consumer_db_partition", "relay_half_open",
+                    "slow_links"):  # fmt: skip
+        assert verdict.faults.get(network, 0) == 1, verdict.faults
+    assert verdict.faults.get("link_drop", 0) >= 1
     assert verdict.drain_seconds is not None
     assert not verdict.secret_leaks
     assert all(code == 0 for code in verdict.stop_exit_codes.values()), verdict.stop_exit_codes

@@ -228,3 +228,62 @@ def test_relay_replay_window_counts_from_the_last_confirmed_batch(db_url: str) -
     lost = [e for e in logs if e["event"] == "relay.broker_data_lost"]
     assert len(lost) == 1
     assert lost[0]["last_confirmed_s_ago"] > 590
+
+
+def test_idle_relay_republishes_what_the_broker_lost_without_a_new_write(db_url: str) -> None:
+    """The broker loses its data while nothing is being written: the housekeeping probe notices and replays (#17).
+
+    Found by docs/model/relay.pml (-DNO_IDLE_PROBE): before, only the next
+    written row revealed the new incarnation, so a quiet outbox never got its
+    acknowledged-then-lost entries back.
+    """
+    ids = write_events(db_url, 25)
+    broker = MemoryBroker()
+    cfg = _config(db_url, replay_window=dt.timedelta(minutes=5), lease_ttl=dt.timedelta(seconds=1.5))
+    with relay_thread(cfg, publisher=MemoryPublisher(broker)) as daemon:
+        wait_until(lambda: len(broker.entries("orders")) == 25)
+        broker.lose_everything()
+        assert broker.entries("orders") == []
+        wait_until(lambda: len(broker.entries("orders")) == 25, timeout=10)
+    assert [e["id"] for e in broker.entries("orders")] == ids
+    assert daemon.stats.replayed == 25
+
+
+def test_stale_incarnation_reply_never_rolls_the_record_back(db_url: str) -> None:
+    """A relay frozen between an INCARNATION reply and recording it leaves a newer record alone (#17).
+
+    Found by docs/model/relay.pml (-DSTALE_ADOPT): the stale token overwrote
+    the newer one and replayed; every relay's marks then failed and the owner
+    re-published its rows without end.
+    """
+    ids = write_events(db_url, 10)
+    broker = MemoryBroker()
+    window = dt.timedelta(minutes=5)
+    drained = _drain(db_url, broker, replay_window=window)
+    frozen_relay = Relay(_config(db_url, replay_window=window), publisher=MemoryPublisher(broker))
+    frozen = frozen_relay.incarnation
+    assert frozen.name == drained.incarnation.name
+    assert frozen.expected() == broker.incarnation  # what it publishes under, before it freezes
+    stale = broker.incarnation
+    broker.lose_everything()  # meanwhile: a new token, recorded by another relay, which replays
+    again = _drain(db_url, broker, replay_window=window)
+    assert again.stats.replayed == 10
+    newest = broker.incarnation
+    assert newest != stale
+    engine = create_engine(db_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar()
+    # The frozen relay thaws holding the reply "incarnation is <stale>" to a publish under an older token.
+    frozen._token = "older-than-stale"
+    assert frozen.changed(stale) == 0
+    with engine.connect() as conn:
+        recorded = conn.execute(
+            text("SELECT value FROM outboxkit_relay_state WHERE name = :n"), {"n": frozen.name}
+        ).scalar()
+        after = conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar()
+    engine.dispose()
+    assert recorded == newest
+    assert after == before == 0  # nothing replayed again
+    assert frozen.expected() == newest  # it re-reads and publishes under the current token next
+    frozen_relay.close()
+    assert [e["id"] for e in broker.entries("orders")] == ids
