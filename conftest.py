@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
+from tests._kafka import KAFKA_BOOTSTRAP_ENV, ExternalKafka, KafkaEndpoint, KafkaServer
 from tests._servers import (
     ExternalPostgres,
     ExternalRedis,
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 PG_URL_ENV = "OUTBOXKIT_TEST_DATABASE_URL"
 REDIS_URL_ENV = "OUTBOXKIT_TEST_REDIS_URL"
 # Tests using these fixtures talk to real servers: they get the `integration` mark.
-SERVER_FIXTURES = frozenset({"pg_server", "redis_server", "pg_server_factory", "redis_server_factory"})
+SERVER_FIXTURES = frozenset(
+    {"pg_server", "redis_server", "pg_server_factory", "redis_server_factory", "kafka_server"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -164,3 +167,28 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private Redis servers a test may kill or restart: ``redis_server_factory(persistence="aof")``."""
     with ServerPool(RedisServer, skip_if_set=REDIS_URL_ENV) as pool:
         yield pool.start
+
+
+# -- Kafka (Tansu) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[KafkaEndpoint]:
+    """The session's Kafka-protocol broker: Tansu started by the suite, or OUTBOXKIT_TEST_KAFKA_BOOTSTRAP."""
+    if external := os.environ.get(KAFKA_BOOTSTRAP_ENV):
+        yield ExternalKafka(external)
+        return
+    with KafkaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kafka_url(kafka_server: KafkaEndpoint) -> str:
+    """``kafka://`` URL of the session's broker."""
+    return kafka_server.url
+
+
+@pytest.fixture
+def kafka_prefix() -> str:
+    """A topic prefix private to this test, like ``t1a2b3c4d.`` (Kafka topic names have no ``:``)."""
+    return f"t{uuid.uuid4().hex[:8]}."
