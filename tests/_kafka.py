@@ -19,12 +19,27 @@ import os
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from outbox.brokers.kafka._wire import fields_from_record
 from tests._servers import LOCALHOST, READY_TIMEOUT, ServerNotInstalledError, _ServerProcess
 
-__all__ = ["KAFKA_BOOTSTRAP_ENV", "ExternalKafka", "KafkaEndpoint", "KafkaServer", "find_tansu"]
+__all__ = [
+    "KAFKA_BOOTSTRAP_ENV",
+    "ExternalKafka",
+    "KafkaEndpoint",
+    "KafkaServer",
+    "create_topic",
+    "find_tansu",
+    "read_fields",
+    "read_records",
+]
 
 KAFKA_BOOTSTRAP_ENV: Final = "OUTBOXKIT_TEST_KAFKA_BOOTSTRAP"
 # Consumers on Tansu need a short session timeout: a member that left without
@@ -103,3 +118,50 @@ class KafkaServer(_ServerProcess, KafkaEndpoint):
         # Tansu prints "ready" once it accepts connections; a connect is enough.
         with socket.create_connection((LOCALHOST, port), timeout=1):
             pass
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    """Create ``topic`` with ``partitions`` partitions (as consumers do), unless it exists."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    try:
+        future.result(timeout=10)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def read_records(bootstrap: str, topic: str, partition: int = 0, *, timeout: float = 10.0) -> list[Any]:
+    """Every record of ``topic``/``partition`` from its start to its current end, in offset order."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "outboxkit-test-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
+    try:
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() in {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}:
+                return []
+            raise
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while (not records or records[-1].offset() + 1 < high) and high > 0:
+            if time.monotonic() > deadline:
+                msg = f"read {len(records)} records of {topic}[{partition}] below its end {high}"
+                raise AssertionError(msg)
+            batch = consumer.consume(num_messages=500, timeout=0.2)
+            records.extend(message for message in batch if message.error() is None)
+        return records
+    finally:
+        consumer.close()
+
+
+def read_fields(bootstrap: str, topic: str, partition: int = 0) -> list[dict[str, str]]:
+    """The wire fields of every record of ``topic``/``partition``, as text."""
+    records = read_records(bootstrap, topic, partition)
+    decoded = [fields_from_record(record.value(), record.headers()) for record in records]
+    return [{_text(k): _text(v) for k, v in fields.items()} for fields in decoded]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

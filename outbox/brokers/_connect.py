@@ -6,6 +6,7 @@ URL                                         broker
 ``redis://[user:pw@]host[:port][/db]``      Redis Streams
 ``rediss://...``                            Redis Streams over TLS
 ``unix:///path/redis.sock[?db=0]``          Redis Streams over a Unix socket
+``kafka://host1:9092,host2:9092[?...]``     Kafka (``kafka+ssl://`` for TLS; extra ``kafka``)
 ``memory://[name]``                         in-process broker (tests)
 any SQLAlchemy URL (``sqlite:///b.db``,     SQL-table broker in that database
 ``postgresql+psycopg://...``)
@@ -23,10 +24,12 @@ from outbox.errors import ConfigError
 
 from ._publisher import Publisher
 
-__all__ = ["connect_publisher"]
+__all__ = ["KAFKA_EXTRA_HINT", "KAFKA_SCHEMES", "connect_publisher"]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+KAFKA_SCHEMES = frozenset({"kafka", "kafka+ssl"})
+KAFKA_EXTRA_HINT = "kafka:// needs the kafka extra: pip install 'outboxkit[kafka]'"
 
 
 def connect_publisher(
@@ -50,6 +53,19 @@ def connect_publisher(
         from .redis_streams_publish import RedisStreamsPublisher  # noqa: PLC0415 - optional dependency
 
         return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len)
+    if scheme in KAFKA_SCHEMES:
+        if max_len is not None:
+            msg = (
+                "a stream max length does not apply to Kafka: set the topics' retention.ms or retention.bytes"
+            )
+            raise ConfigError(msg)
+        try:
+            from .kafka import KafkaPublisher  # noqa: PLC0415 - optional dependency
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("confluent_kafka"):
+                raise
+            raise ConfigError(KAFKA_EXTRA_HINT) from None
+        return KafkaPublisher(url, key_prefix=key_prefix)
     if scheme == "memory":
         from .memory import MemoryPublisher, memory_broker  # noqa: PLC0415
 
@@ -60,7 +76,7 @@ def connect_publisher(
 
         return SqlTablePublisher(url, max_len=max_len, schema=schema)
     msg = (
-        f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, memory://"
+        f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, kafka://, memory://"
         " or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
     )
     raise ConfigError(msg)

@@ -1,4 +1,4 @@
-"""One contract for every broker's publish half: memory, SQL table (SQLite) and Redis Streams."""
+"""One contract for every broker's publish half: memory, SQL table (SQLite), Redis Streams and Kafka."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis
 from outbox import FencedError
 from outbox.brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
 from outbox.brokers.memory import MemoryBroker, MemoryPublisher
+from tests._kafka import create_topic, read_fields
 from tests._relay_support import sql_broker_entries
 
 
@@ -21,7 +22,7 @@ class Subject:
     has_incarnation: bool
 
 
-@pytest.fixture(params=["memory", "sql_table", "redis_streams"])
+@pytest.fixture(params=["memory", "sql_table", "redis_streams", "kafka"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         broker = MemoryBroker()
@@ -32,6 +33,9 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         publisher = connect_publisher(url)
         yield Subject(publisher, lambda s: sql_broker_entries(url, s), has_incarnation=False)
         publisher.close()
+        return
+    if request.param == "kafka":
+        yield from _kafka_subject(request)
         return
     redis_url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("stream_prefix")
@@ -46,8 +50,19 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     client.close()
 
 
+def _kafka_subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    bootstrap: str = request.getfixturevalue("kafka_server").bootstrap
+    prefix: str = request.getfixturevalue("kafka_prefix")
+    create_topic(bootstrap, prefix + "orders")  # one partition, as a consumer of the layout creates it
+    publisher = connect_publisher(f"kafka://{bootstrap}", key_prefix=prefix)
+    yield Subject(
+        _Prefixed(publisher, prefix), lambda s: read_fields(bootstrap, prefix + s), has_incarnation=True
+    )
+    publisher.close()
+
+
 class _Prefixed:
-    """Adds the test's stream prefix to Redis stream names so tests never share streams."""
+    """Adds the test's stream prefix to stream names so tests never share streams."""
 
     def __init__(self, inner: Publisher, prefix: str) -> None:
         self.inner, self.prefix = inner, prefix
