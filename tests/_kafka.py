@@ -21,14 +21,18 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from outbox.brokers.kafka._wire import fields_from_record
+from outbox.brokers.kafka._topics import target_of
+from outbox.brokers.kafka._wire import fields_from_record, record_from_fields
 from tests._servers import LOCALHOST, READY_TIMEOUT, ServerNotInstalledError, _ServerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "KAFKA_BOOTSTRAP_ENV",
@@ -37,6 +41,7 @@ __all__ = [
     "KafkaServer",
     "create_topic",
     "find_tansu",
+    "produce_fields",
     "read_fields",
     "read_records",
 ]
@@ -93,7 +98,8 @@ class KafkaServer(_ServerProcess, KafkaEndpoint):
     """A private Tansu broker on 127.0.0.1 with in-memory storage."""
 
     name = "Tansu"
-    _graceful_signal = signal.SIGTERM
+    # Memory storage has nothing to flush, and Tansu takes ~5 s to exit on SIGTERM.
+    _graceful_signal = signal.SIGKILL
     _parent_death_signal = signal.SIGKILL
 
     def __init__(self, *, port: int | None = None, ready_timeout: float = READY_TIMEOUT) -> None:
@@ -165,3 +171,15 @@ def read_fields(bootstrap: str, topic: str, partition: int = 0) -> list[dict[str
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def produce_fields(bootstrap: str, stream: str, fields: Mapping[str, str], *, partitions: int = 1) -> None:
+    """Append one record carrying the wire ``fields`` to ``stream``, as the relay would (topic created first)."""
+    target = target_of(stream)
+    create_topic(bootstrap, target.topic, partitions)
+    key, value, headers = record_from_fields(fields)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce(target.topic, value=value, key=key, headers=headers, partition=target.partition)
+    if producer.flush(10):
+        msg = f"record to {stream} not delivered"
+        raise AssertionError(msg)

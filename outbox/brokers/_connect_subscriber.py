@@ -10,6 +10,8 @@ from outbox.brokers.redis_streams import DEFAULT_SOCKET_TIMEOUT, RedisStreamsSub
 from outbox.brokers.sql_table_subscribe import SqlTableSubscriber
 from outbox.errors import ConfigError
 
+from ._connect import KAFKA_EXTRA_HINT, KAFKA_SCHEMES
+
 __all__ = ["REDIS_SCHEMES", "connect_subscriber"]
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -18,8 +20,9 @@ REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 def connect_subscriber(
     url: str, *, socket_timeout: dt.timedelta = DEFAULT_SOCKET_TIMEOUT, schema: str | None = None
 ) -> Subscriber:
-    """Return the subscriber for ``url``: Redis Streams for ``redis://``, ``rediss://``, ``unix://``.
+    """Return the subscriber for ``url``: Redis Streams (``redis://``, ``rediss://``, ``unix://``) or Kafka.
 
+    ``kafka://`` and ``kafka+ssl://`` need the ``kafka`` extra.
     Any other URL is a SQLAlchemy database URL holding the SQL-table broker
     (``sqlite:///broker.db``, ``postgresql+psycopg://...``). Nothing is sent
     until the first call. ``schema`` is the database schema of the SQL-table
@@ -33,4 +36,12 @@ def connect_subscriber(
     scheme = urlsplit(url).scheme.lower()
     if scheme in REDIS_SCHEMES:
         return RedisStreamsSubscriber.from_url(url, socket_timeout=socket_timeout)
+    if scheme in KAFKA_SCHEMES:
+        try:
+            from .kafka import KafkaSubscriber  # noqa: PLC0415 - optional dependency
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("confluent_kafka"):
+                raise
+            raise ConfigError(KAFKA_EXTRA_HINT) from None
+        return KafkaSubscriber(url)
     return SqlTableSubscriber.from_url(url, schema=schema)

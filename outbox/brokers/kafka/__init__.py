@@ -9,6 +9,15 @@ nothing imports this package unless a ``kafka://`` URL is used.
 from __future__ import annotations
 
 from ._config import KafkaConfig, Partitioner, parse_kafka_url
+from ._group import PositionLookup
 from ._publish import KafkaPublisher
+from ._subscribe import KafkaSubscriber
 
-__all__ = ["KafkaConfig", "KafkaPublisher", "Partitioner", "parse_kafka_url"]
+__all__ = [
+    "KafkaConfig",
+    "KafkaPublisher",
+    "KafkaSubscriber",
+    "Partitioner",
+    "PositionLookup",
+    "parse_kafka_url",
+]
