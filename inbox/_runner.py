@@ -51,7 +51,7 @@ from outbox import (
 )
 from outbox._dberrors import driver_reason
 from outbox._urls import invalid_database_url
-from outbox.brokers import Delivery, Subscriber
+from outbox.brokers import Delivery, PositionTracking, Subscriber
 from outbox.brokers._sql_urls import async_url, sync_url
 from outbox.brokers._sqlite import configure_sqlite
 from outbox.errors import MIGRATE_HINT
@@ -61,6 +61,7 @@ from ._config import ConsumerConfig
 from ._dispatch import Dispatcher
 from ._layout_check import check_layout
 from ._parking import release_parked
+from ._positions import load_positions
 from ._registry import Registry
 from ._retention import purge_inbox
 from .tables import inbox as inbox_table
@@ -121,7 +122,14 @@ class ConsumerRunner:
             if self._async_engine.dialect.name == "sqlite":
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
-        self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        # Kafka: offsets stored with the inbox rows, and partitions started there (docs/consumers.md).
+        positions = False
+        if isinstance(subscriber, PositionTracking):
+            positions, engine = True, self._engine
+            subscriber.track_positions(lambda group, streams: load_positions(engine, group, streams))
+        self._dispatcher = Dispatcher(
+            registry, config, self._engine, self._async_engine, track_positions=positions
+        )
         # Lease and member keys start with the scope, so they carry the stream
         # prefix (a Redis ACL user limited to `~<prefix>*` can consume; issue #9).
         self._scope = f"{config.layout.prefix}{config.group}"

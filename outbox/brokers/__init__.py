@@ -12,7 +12,14 @@ from ._connect import connect_publisher
 from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
-from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
+from ._subscriber import (
+    Delivery,
+    GroupStatus,
+    PositionLookup,
+    PositionTracking,
+    RedeliveryHorizon,
+    Subscriber,
+)
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -22,6 +29,8 @@ __all__ = [
     "GroupStatus",
     "Outcome",
     "OutgoingEntry",
+    "PositionLookup",
+    "PositionTracking",
     "PublishResult",
     "Publisher",
     "RedeliveryHorizon",

@@ -9,7 +9,6 @@ nothing imports this package unless a ``kafka://`` URL is used.
 from __future__ import annotations
 
 from ._config import KafkaConfig, Partitioner, parse_kafka_url
-from ._group import PositionLookup
 from ._publish import KafkaPublisher
 from ._subscribe import KafkaSubscriber
 
@@ -18,6 +17,5 @@ __all__ = [
     "KafkaPublisher",
     "KafkaSubscriber",
     "Partitioner",
-    "PositionLookup",
     "parse_kafka_url",
 ]

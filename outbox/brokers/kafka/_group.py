@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+# Relative: the broker ports move with this package to brokers/ (#10) by a plain rename.
+from .._subscriber import PositionLookup  # noqa: TID252
 from ._errors import ErrorLog, reason
 
-__all__ = ["GroupMember", "Pending", "PositionLookup"]
+__all__ = ["GroupMember", "Key", "Pending"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +54,6 @@ _REVOKE_WAIT_S = 5.0  # how long a revocation waits for a batch in hand
 _ASSIGN_WAIT_S = 30.0
 
 Key = tuple[str, int]  # (topic, partition)
-# (group, {(topic, partition): stream}) -> {(topic, partition): next offset}
-PositionLookup = Callable[[str, Mapping[Key, str]], Mapping[Key, int]]
 
 
 @dataclass(slots=True)
@@ -150,14 +150,14 @@ class GroupMember:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition): self._stream_of(tp.topic, tp.partition) for tp in partitions}
-        starts: Mapping[Key, int] = {}
+        starts: Mapping[str, int] = {}
         if self._positions is not None and keys:
             try:
-                starts = self._positions(self.group, keys)
+                starts = self._positions(self.group, list(keys.values()))
             except Exception as exc:  # noqa: BLE001 - the committed offsets are a safe fallback
                 log.warning("inbox.positions_unavailable", group=self.group, error=type(exc).__name__)
         for tp in partitions:
-            start = starts.get((tp.topic, tp.partition))
+            start = starts.get(keys[(tp.topic, tp.partition)])
             if start is not None:
                 tp.offset = start
                 log.info("inbox.partition_positioned", group=self.group,

@@ -40,10 +40,10 @@ from confluent_kafka.cimpl import NewTopic
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 
 # Relative: the broker ports move with this package to brokers/ (#10) by a plain rename.
-from .._subscriber import Delivery, GroupStatus, RedeliveryHorizon  # noqa: TID252
+from .._subscriber import Delivery, GroupStatus, PositionLookup, RedeliveryHorizon  # noqa: TID252
 from ._config import KafkaConfig, parse_kafka_url
 from ._errors import ErrorLog, is_auth, reason
-from ._group import GroupMember, Pending, PositionLookup
+from ._group import GroupMember, Pending
 from ._topics import KafkaTarget, stream_name, target_of
 from ._wire import fields_from_record
 
