@@ -39,6 +39,7 @@ __all__ = [
     "ExternalKafka",
     "KafkaEndpoint",
     "KafkaServer",
+    "committed_offset",
     "create_topic",
     "find_tansu",
     "produce_fields",
@@ -183,3 +184,15 @@ def produce_fields(bootstrap: str, stream: str, fields: Mapping[str, str], *, pa
     if producer.flush(10):
         msg = f"record to {stream} not delivered"
         raise AssertionError(msg)
+
+
+def committed_offset(bootstrap: str, group: str, stream: str) -> int | None:
+    """The offset ``group`` committed on ``stream``'s partition, or None if it never committed one."""
+    target = target_of(stream)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = consumer.committed([TopicPartition(target.topic, target.partition)], timeout=10)
+    finally:
+        consumer.close()
+    offset = parts[0].offset if parts else -1
+    return offset if offset >= 0 else None

@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl, unquote
 
 from outbox.errors import ConfigError
 
+from ._errors import ClientLog
+
 __all__ = ["KafkaConfig", "Partitioner", "parse_kafka_url"]
 
 SCHEMES = frozenset({"kafka", "kafka+ssl"})
@@ -79,11 +81,12 @@ class KafkaConfig:
         auth = f"{self.username}:***@" if self.username is not None else ""
         return f"{scheme}://{auth}{','.join(self.bootstrap_servers)}"
 
-    def client_settings(self) -> dict[str, str | int | bool]:
+    def client_settings(self) -> dict[str, str | int | bool | object]:
         """The librdkafka settings common to producers, consumers and admin clients."""
         protocol = ("SASL_SSL" if self.tls else "SASL_PLAINTEXT") if self.username else None
-        settings: dict[str, str | int | bool] = {
+        settings: dict[str, str | int | bool | object] = {
             "bootstrap.servers": ",".join(self.bootstrap_servers),
+            "logger": ClientLog(),  # librdkafka's lines as debug events, never on stderr
             "client.id": self.client_id,
             "security.protocol": protocol or ("SSL" if self.tls else "PLAINTEXT"),
         }

@@ -14,11 +14,13 @@ password lives only in the client configuration.
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import structlog
 from confluent_kafka import KafkaError
 
-__all__ = ["ErrorLog", "is_auth", "is_entry_error", "reason"]
+__all__ = ["ClientLog", "ErrorLog", "is_auth", "is_entry_error", "reason"]
 
 _AUTH_CODES = frozenset(
     {
@@ -79,3 +81,22 @@ class ErrorLog:
         with self._lock:
             last, self._last = self._last, None
         return last
+
+
+class ClientLog:
+    """librdkafka's own log lines as ``kafka.client_log`` debug events, never on stderr.
+
+    librdkafka prints to stderr unless given a logger: a broker being down
+    would otherwise add lines to a CLI error that must be one line. Errors
+    reach the toolkit through :class:`ErrorLog` and delivery reports instead.
+    """
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("outbox.brokers.kafka")
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """Called by confluent-kafka like :meth:`logging.Logger.log`."""
+        if level >= logging.DEBUG:
+            self._log.debug(
+                "kafka.client_log", client_level=logging.getLevelName(level), line=msg % args if args else msg
+            )

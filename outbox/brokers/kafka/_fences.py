@@ -72,7 +72,7 @@ class FenceLog:
     """Follows the fence topic: the state as of its end, read incrementally."""
 
     def __init__(
-        self, settings: Mapping[str, str | int | bool], topic: str, errors: ErrorLog, *, timeout: float
+        self, settings: Mapping[str, object], topic: str, errors: ErrorLog, *, timeout: float
     ) -> None:
         self.topic = topic
         self._settings = dict(settings)

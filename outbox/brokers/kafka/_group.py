@@ -80,7 +80,7 @@ class GroupMember:
 
     def __init__(
         self,
-        settings: Mapping[str, str | int | bool],
+        settings: Mapping[str, object],
         group: str,
         errors: ErrorLog,
         *,
