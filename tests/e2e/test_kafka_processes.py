@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from sqlalchemy import create_engine, select
 
 from inbox.tables import consumer_offset
@@ -124,8 +125,6 @@ def test_kafka_record_without_cloudevents_headers_is_dead_lettered_with_the_reas
     """A foreign record (no ce_ headers) goes to the consumer dead-letter table; the next record is handled."""
     stream = f"{kafka_prefix}orders.created"
     create_topic(kafka_server.bootstrap, stream)
-    from confluent_kafka import Producer
-
     producer = Producer({"bootstrap.servers": kafka_server.bootstrap})
     producer.produce(stream, value=b'{"not": "a cloudevent"}', key=b"k", partition=0)
     producer.flush(10)
