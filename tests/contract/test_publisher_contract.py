@@ -22,7 +22,7 @@ class Subject:
     has_incarnation: bool
 
 
-@pytest.fixture(params=["memory", "sql_table", "redis_streams", "kafka"])
+@pytest.fixture(params=["memory", "sql_table", "redis_streams", "kafka", "kafka_transactional"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         broker = MemoryBroker()
@@ -34,8 +34,8 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(publisher, lambda s: sql_broker_entries(url, s), has_incarnation=False)
         publisher.close()
         return
-    if request.param == "kafka":
-        yield from _kafka_subject(request)
+    if request.param.startswith("kafka"):
+        yield from _kafka_subject(request, transactional=request.param == "kafka_transactional")
         return
     redis_url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("stream_prefix")
@@ -50,11 +50,12 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     client.close()
 
 
-def _kafka_subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
+def _kafka_subject(request: pytest.FixtureRequest, *, transactional: bool) -> Iterator[Subject]:
     bootstrap: str = request.getfixturevalue("kafka_server").bootstrap
     prefix: str = request.getfixturevalue("kafka_prefix")
     create_topic(bootstrap, prefix + "orders")  # one partition, as a consumer of the layout creates it
-    publisher = connect_publisher(f"kafka://{bootstrap}", key_prefix=prefix)
+    options = "?transactional=true" if transactional else ""
+    publisher = connect_publisher(f"kafka://{bootstrap}{options}", key_prefix=prefix)
     yield Subject(
         _Prefixed(publisher, prefix), lambda s: read_fields(bootstrap, prefix + s), has_incarnation=True
     )

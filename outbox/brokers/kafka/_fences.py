@@ -91,14 +91,16 @@ class FenceLog:
         """
         consumer = self._open()
         partition = TopicPartition(self.topic, 0)
-        try:
-            _, high = consumer.get_watermark_offsets(partition, timeout=self._timeout, cached=False)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.code() in _MISSING:
+        for created in (False, True):
+            try:
+                _, high = consumer.get_watermark_offsets(partition, timeout=self._timeout, cached=False)
+                break
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() not in _MISSING or created:
+                    raise self._broker_error("reading the fence topic", error) from None
                 self._create()
-                return self.state
-            raise self._broker_error("reading the fence topic", error) from None
+                consumer.list_topics(self.topic, timeout=self._timeout)  # learn the new topic's partition
         if high < self._position:  # the topic was recreated: everything it said is gone
             self.state, self._position = FenceState(), 0
             consumer.assign([TopicPartition(self.topic, 0, 0)])

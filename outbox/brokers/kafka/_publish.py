@@ -209,6 +209,7 @@ class KafkaPublisher:
                 error: KafkaError = exc.args[0]
                 self._abort(producer, error)
                 raise self._broker_error("committing the batch's transaction", error) from None
+            producer.poll(0)  # the commit flushed: serve the delivery reports it left queued
             return
         deadline = time.monotonic() + self._timeout
         while producer.flush(max(deadline - time.monotonic(), 0.0)) and time.monotonic() < deadline:
@@ -218,6 +219,9 @@ class KafkaPublisher:
             # delivered behind the retry of this batch; the relay backs off.
             producer.purge(in_queue=True, in_flight=False, blocking=False)
             producer.poll(0)
+            # A broker that lost its data no longer knows the idempotent producer's id and
+            # never acknowledges it: the next batch starts with a fresh producer.
+            self._reset()
             raise self._broker_error(f"waiting {self._timeout:g}s for delivery reports", self._errors.take())
 
     def _abort(self, producer: Producer, error: KafkaError) -> None:
