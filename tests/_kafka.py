@@ -103,9 +103,14 @@ class KafkaServer(_ServerProcess, KafkaEndpoint):
     _graceful_signal = signal.SIGKILL
     _parent_death_signal = signal.SIGKILL
 
-    def __init__(self, *, port: int | None = None, ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self, *, authentication: bool = False, port: int | None = None, ready_timeout: float = READY_TIMEOUT
+    ) -> None:
         super().__init__(port=port, ready_timeout=ready_timeout)
         self.binary = find_tansu()
+        # With memory storage no user can be created before clients must authenticate:
+        # such a broker refuses every SASL user (what the refused-credentials tests need).
+        self.authentication = authentication
 
     @property
     def bootstrap(self) -> str:
@@ -119,7 +124,8 @@ class KafkaServer(_ServerProcess, KafkaEndpoint):
     def _argv(self, port: int) -> list[str]:
         listener = f"tcp://{LOCALHOST}:{port}"
         return [str(self.binary), "broker", "--listener-url", listener,
-                "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]  # fmt: skip
+                "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
+                *(["--authentication"] if self.authentication else [])]  # fmt: skip
 
     def _probe(self, port: int) -> None:
         # Tansu prints "ready" once it accepts connections; a connect is enough.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from outbox import BrokerError, FencedError
+from outbox import BrokerAuthError, BrokerError, FencedError
 from outbox.brokers import Fence, Outcome, OutgoingEntry, PublishResult, connect_publisher
 from outbox.brokers.kafka import KafkaPublisher
 from tests._kafka import KafkaEndpoint, KafkaServer, create_topic, read_records
@@ -131,3 +131,17 @@ def _retried(action: Callable[[], PublishResult]) -> PublishResult:
         except BrokerError:
             continue
     return action()
+
+
+def test_kafka_refused_sasl_credentials_are_an_auth_error_without_the_password(
+    kafka_prefix: str, publishers: list[KafkaPublisher]
+) -> None:
+    """A broker requiring SASL refuses an unknown user: BrokerAuthError (never retried), password not in it."""
+    with KafkaServer(authentication=True) as server:
+        host = server.bootstrap
+        publisher = KafkaPublisher(f"kafka://alice:S3NTINEL-pw@{host}", key_prefix=kafka_prefix, timeout=3)
+        publishers.append(publisher)
+        with pytest.raises(BrokerAuthError) as caught:
+            publisher.publish([])
+    assert "SASL" in str(caught.value)
+    assert "S3NTINEL" not in str(caught.value)

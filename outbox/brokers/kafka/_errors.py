@@ -66,21 +66,30 @@ def reason(error: KafkaError) -> str:
 
 
 class ErrorLog:
-    """The client's last global error (``error_cb``: brokers down, authentication refused)."""
+    """The client's last global error (``error_cb``: brokers down, authentication refused).
+
+    A refused authentication is kept until taken even when later errors come
+    (librdkafka follows it with "all brokers down"): it is the one that says
+    what to do.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: KafkaError | None = None
+        self._auth: KafkaError | None = None
 
     def __call__(self, error: KafkaError) -> None:
         with self._lock:
             self._last = error
+            if is_auth(error):
+                self._auth = error
 
     def take(self) -> KafkaError | None:
-        """The last error since the previous call, if any."""
+        """The refused authentication, else the last error, since the previous call; None if none."""
         with self._lock:
-            last, self._last = self._last, None
-        return last
+            found = self._auth or self._last
+            self._auth = self._last = None
+        return found
 
 
 class ClientLog:

@@ -166,6 +166,12 @@ class FenceLog:
                 raise self._broker_error(f"creating the fence topic {self.topic}", error) from None
 
     def _broker_error(self, what: str, error: KafkaError) -> BrokerError:
+        if self._consumer is not None:
+            # Error callbacks are served by poll() only; the record it may return is
+            # dropped, so the reader starts over from the beginning next time.
+            self._consumer.poll(0)
+            self.close()
+            self.state, self._position = FenceState(), 0
         seen = self._errors.take()
         for candidate in (error, seen):
             if candidate is not None and is_auth(candidate):

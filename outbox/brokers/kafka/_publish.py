@@ -257,6 +257,8 @@ class KafkaPublisher:
         return PublishResult(outcomes=outcomes, transient_error=transient)
 
     def _broker_error(self, what: str, error: KafkaError | None) -> BrokerError:
+        if self._producer is not None:
+            self._producer.poll(0)  # error callbacks (a refused login) are served by poll() only
         seen = self._errors.take()
         for candidate in (error, seen):
             if candidate is not None and is_auth(candidate):

@@ -97,6 +97,8 @@ class KafkaSubscriber:
             raise BrokerError(f"Kafka at {self.config.description} {exc}") from None
 
     def _error(self, what: str, error: KafkaError) -> BrokerError:
+        if self._admin is not None:
+            self._admin.poll(0)  # error callbacks (a refused login) are served by poll() only
         seen = self._errors.take()
         for candidate in (error, seen):
             if candidate is not None and is_auth(candidate):
