@@ -64,6 +64,7 @@ from ._parking import release_parked
 from ._positions import load_positions
 from ._registry import Registry
 from ._retention import purge_inbox
+from .tables import consumer_offset
 from .tables import inbox as inbox_table
 
 __all__ = ["ConsumerRunner"]
@@ -127,6 +128,7 @@ class ConsumerRunner:
         if isinstance(subscriber, PositionTracking):
             positions, engine = True, self._engine
             subscriber.track_positions(lambda group, streams: load_positions(engine, group, streams))
+        self._positions = positions
         self._dispatcher = Dispatcher(
             registry, config, self._engine, self._async_engine, track_positions=positions
         )
@@ -200,10 +202,13 @@ class ConsumerRunner:
         # A database that is briefly busy or not up yet at start (a locked SQLite
         # file, a PostgreSQL restarting) is waited for, up to ~10 s, before the
         # consumer gives up with one clear error.
+        offsets = True
         for attempt in range(_START_ATTEMPTS):
             try:
                 with self._engine.connect() as conn:
                     present = inspect(conn).has_table(inbox_table.name, schema=self.config.schema)
+                    if present and self._positions:
+                        offsets = inspect(conn).has_table(consumer_offset.name, schema=self.config.schema)
                 break
             except DBAPIError as exc:
                 last = attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError)
@@ -216,6 +221,9 @@ class ConsumerRunner:
                 time.sleep(_START_RETRY_S)
         if not present:
             msg = f"inbox table {inbox_table.name!r} is missing: {MIGRATE_HINT}"
+            raise SchemaMissingError(msg)
+        if self._positions and not offsets:
+            msg = f"table {consumer_offset.name!r} (Kafka offsets, revision 0006) is missing: {MIGRATE_HINT}"
             raise SchemaMissingError(msg)
 
     async def _prepare(self) -> None:
