@@ -167,3 +167,13 @@ def test_kafka_bad_broker_url_is_one_line_exit_2_without_the_password(tmp_path: 
         assert len(lines) == 1, result.stderr
         assert expected in lines[0]
         assert "S3NTINEL" not in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(
+    not LONG, reason="~40 s: the whole order saga; set OUTBOXKIT_KAFKA_LONG=1 (docs/testing.md)"
+)
+def test_kafka_demo_runs_the_order_saga_consistently(kafka_server: KafkaEndpoint) -> None:
+    """`outboxkit demo --broker kafka://...`: every order ends as planned, the consistency check passes."""
+    result = run_cli("demo", "--broker", kafka_server.url)
+    assert result.returncode == 0, result.stderr
+    assert "All consistent" in result.stdout
