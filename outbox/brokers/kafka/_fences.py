@@ -147,6 +147,9 @@ class FenceLog:
                     "enable.auto.commit": False,
                     "enable.partition.eof": False,
                     "isolation.level": "read_committed",
+                    # An idle long-poll fetch holds the connection: the ListOffsets of the
+                    # next batch waited behind it (500 ms a batch on Tansu).
+                    "fetch.wait.max.ms": 5,
                     "error_cb": self._errors,
                 }
             )
