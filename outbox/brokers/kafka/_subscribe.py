@@ -231,7 +231,9 @@ class KafkaSubscriber:
         if held is not None and held[0] != owner and held[1] > now:
             return False
         target = target_of(name)
-        member = next((m for m in self._members.values() if target.topic in m.topics), None)
+        reader = next((g for g, topics in self._wanted.items() if target.topic in topics), None)
+        # Join first: a lease granted before the coordinator's assignment would be lost a moment later.
+        member = None if reader is None else await self._member(reader, target.topic)
         if member is not None and not member.owns((target.topic, target.partition)):
             return False
         self._leases[(group, name)] = (owner, now + ttl.total_seconds())
@@ -244,7 +246,14 @@ class KafkaSubscriber:
             del self._leases[(group, name)]
 
     async def heartbeat(self, group: str, member: str, *, ttl: dt.timedelta) -> int:
-        """Count the live owners in this process (the coordinator spreads partitions over processes)."""
+        """Count the live owners in this process (the coordinator spreads partitions over processes).
+
+        Also joins the groups of the streams given to :meth:`ensure_group`: the
+        runner heartbeats before it takes leases, and a lease's time must not
+        start before the (seconds long) first join.
+        """
+        for wanted in list(self._wanted):
+            await self._member(wanted)
         now = time.monotonic()
         alive = self._alive.setdefault(group, {})
         alive[member] = now + ttl.total_seconds()
