@@ -66,18 +66,19 @@ def app_db(pg_url: str) -> str:
 
 
 def _consume(tmp_path: Path, name: str, app_db: str, kafka_url: str, prefix: str, **env: str) -> Consumer:
-    args = ["--db", app_db, "--broker", kafka_url, "--group", "billing", "--stream-prefix", prefix,
+    # A group of its own per test: a group's rebalance waits for every member it knows.
+    args = ["--db", app_db, "--broker", kafka_url, "--group", f"{prefix}billing", "--stream-prefix", prefix,
             "--lease-ttl", "2", "--claim-idle", "1", "--block", "0.2", "--retry-delay", "0.01",
             "--retention", "0", "--shutdown-timeout", "5"]  # fmt: skip
     return Consumer(tmp_path, name, args, env)
 
 
-def _db_position(url: str, stream: str) -> int | None:
+def _db_position(url: str, group: str, stream: str) -> int | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             query = select(consumer_offset.c.next_offset).where(
-                consumer_offset.c.consumer == "billing", consumer_offset.c.stream == stream
+                consumer_offset.c.consumer == group, consumer_offset.c.stream == stream
             )
             return conn.execute(query).scalar()
     finally:
@@ -92,21 +93,21 @@ def test_kafka_consumer_killed_after_commit_resumes_from_the_database_offset(
     The stored offset commits with the effect, so the next consumer neither
     repeats the effect nor even sees the record again (no duplicate skipped).
     """
-    stream = f"{kafka_prefix}orders.created"
+    stream, group = f"{kafka_prefix}orders.created", f"{kafka_prefix}billing"
     bootstrap = kafka_server.bootstrap
     for n in (1, 2, 3):
         produce_fields(bootstrap, stream, entry(payload={"n": n}))
     a = _consume(tmp_path, "a", app_db, kafka_server.url, kafka_prefix, INBOX_E2E_KILL_AFTER_COMMIT="1")
     try:
-        assert a.wait(60) == -signal.SIGKILL
+        assert a.wait(90) == -signal.SIGKILL
     finally:
         a.close()
     assert count_effects(app_db) == 1
-    assert _db_position(app_db, stream) == 1  # committed with the effect of offset 0
-    assert committed_offset(bootstrap, "billing", stream) is None  # Kafka never heard of it
+    assert _db_position(app_db, group, stream) == 1  # committed with the effect of offset 0
+    assert committed_offset(bootstrap, group, stream) is None  # Kafka never heard of it
     b = _consume(tmp_path, "b", app_db, kafka_server.url, kafka_prefix)
     try:
-        wait_until(lambda: committed_offset(bootstrap, "billing", stream) == 3, timeout=60)
+        wait_until(lambda: committed_offset(bootstrap, group, stream) == 3, timeout=60)
         b.proc.send_signal(signal.SIGTERM)
         assert b.wait(20) == 0
     finally:
@@ -116,7 +117,7 @@ def test_kafka_consumer_killed_after_commit_resumes_from_the_database_offset(
     positioned = [e for e in events if e.get("event") == "inbox.partition_positioned"]
     assert [(e["stream"], e["offset"], e["source"]) for e in positioned] == [(stream, 1, "database")]
     assert not [e for e in events if e.get("event") == "inbox.duplicate_skipped"]
-    assert _db_position(app_db, stream) == 3
+    assert _db_position(app_db, group, stream) == 3
 
 
 @pytest.mark.skipif(not LONG, reason="~20 s of processes; in process: tests/integration/test_inbox_kafka.py")
@@ -124,7 +125,7 @@ def test_kafka_record_without_cloudevents_headers_is_dead_lettered_with_the_reas
     app_db: str, kafka_server: KafkaEndpoint, kafka_prefix: str, tmp_path: Path
 ) -> None:
     """A foreign record (no ce_ headers) goes to the consumer dead-letter table; the next record is handled."""
-    stream = f"{kafka_prefix}orders.created"
+    stream, group = f"{kafka_prefix}orders.created", f"{kafka_prefix}billing"
     create_topic(kafka_server.bootstrap, stream)
     producer = Producer({"bootstrap.servers": kafka_server.bootstrap})
     producer.produce(stream, value=b'{"not": "a cloudevent"}', key=b"k", partition=0)
@@ -132,13 +133,13 @@ def test_kafka_record_without_cloudevents_headers_is_dead_lettered_with_the_reas
     produce_fields(kafka_server.bootstrap, stream, entry(payload={"n": 7}))
     consumer = _consume(tmp_path, "c", app_db, kafka_server.url, kafka_prefix)
     try:
-        wait_until(lambda: committed_offset(kafka_server.bootstrap, "billing", stream) == 2, timeout=60)
+        wait_until(lambda: committed_offset(kafka_server.bootstrap, group, stream) == 2, timeout=60)
         consumer.proc.send_signal(signal.SIGTERM)
         assert consumer.wait(20) == 0
     finally:
         consumer.close()
     assert count_effects(app_db) == 1
-    listed = run_cli("consumer-dead-letters", "list", "--db", app_db, "--group", "billing", "--json")
+    listed = run_cli("consumer-dead-letters", "list", "--db", app_db, "--group", group, "--json")
     assert listed.returncode == 0, listed.stderr
     letters = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(d["stream"], d["entry_id"], d["message_id"]) for d in letters] == [(stream, "0", None)]

@@ -17,7 +17,10 @@ from tests._kafka import KafkaEndpoint, committed_offset, create_topic, produce_
 def _runner(db: str, url: str, prefix: str, **overrides: object) -> inbox.ConsumerRunner:
     registry = inbox.Registry()
     registry.add("orders.created", record_effect)
-    config = fast_config("billing", layout=StreamLayout(prefix=prefix, default_partitions=2), **overrides)
+    # A group of its own (the prefix): tests share the session's broker, and a
+    # group's rebalance waits for every member it knows.
+    layout = StreamLayout(prefix=prefix, default_partitions=2)
+    config = fast_config(f"{prefix}billing", layout=layout, **overrides)
     return inbox.ConsumerRunner(registry, db=db, subscriber=connect_subscriber(url), config=config)
 
 
@@ -51,7 +54,7 @@ async def test_kafka_runner_dead_letters_a_foreign_record_and_stores_offsets(
     assert positions == {f"{topic}:0": 4, f"{topic}:1": 3}
     assert [(d.stream, d.entry_id, d.message_id) for d in letters] == [(f"{topic}:0", "0", None)]
     assert "undecodable entry: missing field 'specversion'" in letters[0].error
-    assert committed_offset(bootstrap, "billing", f"{topic}:0") == 4
+    assert committed_offset(bootstrap, f"{kafka_prefix}billing", f"{topic}:0") == 4
 
 
 async def test_kafka_two_runners_share_the_partitions_and_apply_each_message_once_in_key_order(
