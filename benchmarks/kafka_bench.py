@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import inbox  # noqa: E402
 import outbox  # noqa: E402
-from outbox.brokers import StreamLayout, connect_subscriber  # noqa: E402
+from brokers import StreamLayout, connect_subscriber  # noqa: E402
 from relay import Relay, RelayConfig  # noqa: E402
 from tests._inbox import domain, record_effect  # noqa: E402
 from tests._kafka import KafkaServer, create_topic  # noqa: E402

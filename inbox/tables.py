@@ -16,7 +16,7 @@ positions are plain offsets (Kafka): a consumer restarted between its
 database commit and its broker commit resumes from the database (revision
 ``0006_consumer_offset``).
 
-The SQL-table broker's lease table (``outbox.brokers.sql_lease``) is created by
+The SQL-table broker's lease table (``brokers.sql_table.tables``) is created by
 the same revision and imported here so ``metadata`` holds every table.
 """
 
@@ -35,7 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from outbox.brokers.sql_lease import stream_lease
+from brokers.sql_table.tables import stream_lease
 from outbox.tables import metadata
 
 __all__ = ["consumer_offset", "inbox", "inbox_dead_letter", "stream_lease"]

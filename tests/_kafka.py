@@ -27,8 +27,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from outbox.brokers.kafka._topics import target_of
-from outbox.brokers.kafka._wire import fields_from_record, record_from_fields
+from brokers.kafka._topics import target_of
+from brokers.kafka._wire import fields_from_record, record_from_fields
 from tests._servers import LOCALHOST, READY_TIMEOUT, ServerNotInstalledError, _ServerProcess
 
 if TYPE_CHECKING:

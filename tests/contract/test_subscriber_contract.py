@@ -13,10 +13,10 @@ import pytest
 import redis
 from sqlalchemy import create_engine, insert
 
-from outbox.brokers import Subscriber, connect_subscriber
-from outbox.brokers.kafka import KafkaSubscriber
-from outbox.brokers.memory_subscribe import MemoryStreams, MemorySubscriber
-from outbox.brokers.sql_tables import stream_entry
+from brokers import Subscriber, connect_subscriber
+from brokers.kafka import KafkaSubscriber
+from brokers.memory import MemoryStreams, MemorySubscriber
+from brokers.sql_table.tables import stream_entry
 from tests._inbox import entry
 from tests._kafka import produce_fields
 
@@ -38,7 +38,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         yield Broker(MemorySubscriber(streams), lambda s, f: streams.add(s, f) and None, stream)
         return
     if request.param == "kafka":
-        # Kafka topic names have no ':' (outbox/brokers/kafka/_topics.py): a '.' separates the prefix.
+        # Kafka topic names have no ':' (brokers/kafka/_topics.py): a '.' separates the prefix.
         bootstrap = request.getfixturevalue("kafka_server").bootstrap
         subscriber = connect_subscriber(f"kafka://{bootstrap}")
         yield Broker(subscriber, lambda s, f: produce_fields(bootstrap, s, f), stream.replace(":", "."))

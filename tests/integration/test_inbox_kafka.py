@@ -8,8 +8,8 @@ from confluent_kafka import Producer
 from sqlalchemy import create_engine, select
 
 import inbox
+from brokers import StreamLayout, connect_subscriber
 from inbox.tables import consumer_offset
-from outbox.brokers import StreamLayout, connect_subscriber
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
 from tests._kafka import KafkaEndpoint, committed_offset, create_topic, produce_fields
 

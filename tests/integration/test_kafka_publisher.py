@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from brokers import Fence, Outcome, OutgoingEntry, PublishResult, connect_publisher
+from brokers.kafka import KafkaPublisher
 from outbox import BrokerAuthError, BrokerError, FencedError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, PublishResult, connect_publisher
-from outbox.brokers.kafka import KafkaPublisher
 from tests._kafka import KafkaEndpoint, KafkaServer, create_topic, read_records
 
 

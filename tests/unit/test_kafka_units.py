@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
+from brokers import Delivery, connect_publisher
+from brokers.kafka import Partitioner, parse_kafka_url
+from brokers.kafka._topics import KafkaTarget, fence_topic, stream_name, target_of
+from brokers.kafka._wire import fields_from_record, record_from_fields
 from inbox._positions import BatchPositions
 from outbox import ConfigError, DecodeError, decode_entry, encode_entry
-from outbox.brokers import Delivery, connect_publisher
-from outbox.brokers.kafka import Partitioner, parse_kafka_url
-from outbox.brokers.kafka._topics import KafkaTarget, fence_topic, stream_name, target_of
-from outbox.brokers.kafka._wire import fields_from_record, record_from_fields
 
 SENTINEL = "S3NTINEL-pw"
 
