@@ -18,6 +18,7 @@ import redis
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
+from tests._kafka import KAFKA_BOOTSTRAP_ENV, ExternalKafka, KafkaEndpoint, KafkaServer
 from tests._servers import (
     ExternalPostgres,
     ExternalRedis,
@@ -43,6 +44,7 @@ SERVER_FIXTURES = frozenset(
         "redis_server_factory",
         "redis_cluster",
         "redis_sentinel",
+        "kafka_server",
     }
 )
 
@@ -189,3 +191,28 @@ def redis_sentinel() -> Iterator[RedisSentinelSetup]:
     """The session's Redis Sentinel set-up: master, replica, 3 sentinels on loopback (~3 s on first use)."""
     with RedisSentinelSetup() as setup:
         yield setup
+
+
+# -- Kafka (Tansu) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[KafkaEndpoint]:
+    """The session's Kafka-protocol broker: Tansu started by the suite, or OUTBOXKIT_TEST_KAFKA_BOOTSTRAP."""
+    if external := os.environ.get(KAFKA_BOOTSTRAP_ENV):
+        yield ExternalKafka(external)
+        return
+    with KafkaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kafka_url(kafka_server: KafkaEndpoint) -> str:
+    """``kafka://`` URL of the session's broker."""
+    return kafka_server.url
+
+
+@pytest.fixture
+def kafka_prefix() -> str:
+    """A topic prefix private to this test, like ``t1a2b3c4d.`` (Kafka topic names have no ``:``)."""
+    return f"t{uuid.uuid4().hex[:8]}."

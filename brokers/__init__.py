@@ -2,7 +2,7 @@
 
 :class:`Publisher` is the port the relay publishes through (sync);
 :class:`Subscriber` the one consumers read through (asyncio). Each broker is a
-sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.sql_table`,
+sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.kafka`, :mod:`brokers.sql_table`,
 :mod:`brokers.memory`) implementing both, so relay and inbox never import each
 other; :func:`connect_publisher` / :func:`connect_subscriber` pick one by URL.
 
@@ -15,7 +15,14 @@ from ._connect import broker_kind, connect_publisher, connect_subscriber, needs_
 from ._durability import Durability
 from ._naming import MAX_PARTITIONS, StreamLayout
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
-from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
+from ._subscriber import (
+    Delivery,
+    GroupStatus,
+    PositionLookup,
+    PositionTracking,
+    RedeliveryHorizon,
+    Subscriber,
+)
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -26,6 +33,8 @@ __all__ = [
     "GroupStatus",
     "Outcome",
     "OutgoingEntry",
+    "PositionLookup",
+    "PositionTracking",
     "PublishResult",
     "Publisher",
     "RedeliveryHorizon",

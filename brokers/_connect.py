@@ -8,6 +8,7 @@ URL                                         broker
 ``unix:///path/redis.sock[?db=0]``          Redis Streams over a Unix socket
 ``redis+cluster://[user:pw@]h:p[,h:p...]``  Redis Cluster (``rediss+cluster://``: TLS)
 ``redis+sentinel://h:p[,h:p...]/<master>``  Redis Sentinel (``rediss+sentinel://``: TLS)
+``kafka://host1:9092,host2:9092[?...]``     Kafka (``kafka+ssl://`` for TLS; extra ``kafka``)
 ``memory://[name]``                         in-process broker (tests; publish half only)
 any SQLAlchemy URL (``sqlite:///b.db``,     SQL-table broker in that database
 ``postgresql+psycopg://...``)
@@ -25,6 +26,7 @@ nothing else changes here.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from urllib.parse import urlsplit
 
 from outbox._redact import redact_url
@@ -33,7 +35,9 @@ from outbox.errors import ConfigError
 from ._publisher import Publisher
 from ._subscriber import Subscriber
 
-__all__ = ["broker_kind", "connect_publisher", "connect_subscriber", "needs_hash_tags"]
+__all__ = ["KAFKA_EXTRA_HINT", "broker_kind", "connect_publisher", "connect_subscriber", "needs_hash_tags"]
+
+KAFKA_EXTRA_HINT = "kafka:// needs the kafka extra: pip install 'outboxkit[kafka]'"
 
 # Whole URL schemes naming a broker of their own (checked before the ``+driver`` rule).
 _FULL_SCHEMES = {
@@ -47,6 +51,8 @@ _SCHEMES = {
     "redis": "redis_streams",
     "rediss": "redis_streams",
     "unix": "redis_streams",
+    "kafka": "kafka",
+    "kafka+ssl": "kafka",
     "memory": "memory",
     "sqlite": "sql_table",
     "postgresql": "sql_table",
@@ -57,7 +63,7 @@ _SCHEMES = {
 def broker_kind(url: str) -> str:
     """The broker sub-package serving ``url``.
 
-    One of ``redis_streams``, ``redis_cluster``, ``redis_sentinel``, ``sql_table``, ``memory``.
+    One of ``redis_streams``, ``redis_cluster``, ``redis_sentinel``, ``kafka``, ``sql_table``, ``memory``.
 
     Raises:
         ConfigError: no URL, or its scheme is unknown (password masked).
@@ -72,7 +78,7 @@ def broker_kind(url: str) -> str:
     kind = _FULL_SCHEMES.get(scheme) or _SCHEMES.get(scheme.split("+", 1)[0])
     if kind is None:
         msg = (
-            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, redis+cluster://,"
+            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, redis+cluster://, kafka://,"
             " redis+sentinel://, memory:// or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
         )
         raise ConfigError(msg)
@@ -125,6 +131,16 @@ def connect_publisher(
     if durability not in (None, "none"):
         msg = f"--broker-durability applies to Redis brokers only, not {redact_url(url)}"
         raise ConfigError(msg)
+    if kind == "kafka":
+        if max_len is not None:
+            msg = (
+                "a stream max length does not apply to Kafka: set the topics' retention.ms or retention.bytes"
+            )
+            raise ConfigError(msg)
+        _require_kafka_extra()
+        from .kafka import KafkaPublisher  # noqa: PLC0415 - optional dependency
+
+        return KafkaPublisher(url, key_prefix=key_prefix)
     if kind == "memory":
         from .memory import MemoryPublisher, memory_broker  # noqa: PLC0415
 
@@ -164,9 +180,20 @@ def connect_subscriber(
         from .redis_streams import DEFAULT_SOCKET_TIMEOUT  # noqa: PLC0415
 
         return sentinel_subscriber(url, socket_timeout=socket_timeout or DEFAULT_SOCKET_TIMEOUT)
+    if kind == "kafka":
+        _require_kafka_extra()
+        from .kafka import KafkaSubscriber  # noqa: PLC0415 - optional dependency
+
+        return KafkaSubscriber(url)
     if kind == "memory":
         msg = "memory:// has no subscribe half by URL: build brokers.memory.MemorySubscriber directly"
         raise ConfigError(msg)
     from .sql_table import SqlTableSubscriber  # noqa: PLC0415
 
     return SqlTableSubscriber.from_url(url, schema=schema)
+
+
+def _require_kafka_extra() -> None:
+    """One clear error when the ``kafka`` extra (confluent-kafka) is not installed."""
+    if importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError(KAFKA_EXTRA_HINT)

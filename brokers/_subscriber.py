@@ -12,11 +12,14 @@ several consumer processes in one group.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Delivery", "GroupStatus", "RedeliveryHorizon", "Subscriber"]
+__all__ = ["Delivery", "GroupStatus", "PositionLookup", "PositionTracking", "RedeliveryHorizon", "Subscriber"]
+
+#: ``(group, streams) -> {stream: next offset}``: the positions a consumer stored in its database.
+PositionLookup = Callable[[str, Sequence[str]], Mapping[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,4 +193,21 @@ class Subscriber(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class PositionTracking(Protocol):
+    """A subscriber whose entry ids are offsets the consumer stores with its inbox rows (Kafka).
+
+    The consumer runner then writes, in each message's transaction, the offset
+    after the last finished entry of its stream (``outboxkit_consumer_offset``),
+    and hands the subscriber a lookup of those positions: a partition assigned
+    to this process starts there instead of at the broker's committed offset.
+
+    .. versionadded:: 0.2
+    """
+
+    def track_positions(self, lookup: PositionLookup) -> None:
+        """Start newly assigned streams at the positions ``lookup`` returns, where it has one."""
         ...

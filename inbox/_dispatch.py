@@ -37,9 +37,13 @@ class Dispatcher(SyncDispatcher):
         An entry left pending ends the batch, so later entries of its key never
         overtake it.
         """
-        if self._all_sync:
-            return await asyncio.to_thread(self._handle_sync, batch, stop, halt)
-        return await self._handle_mixed(batch, stop, halt)
+        self.track(batch)
+        try:
+            if self._all_sync:
+                return await asyncio.to_thread(self._handle_sync, batch, stop, halt)
+            return await self._handle_mixed(batch, stop, halt)
+        finally:
+            self.untrack(batch)
 
     async def _handle_mixed(
         self, batch: Sequence[Delivery], stop: threading.Event, halt: threading.Event
@@ -128,7 +132,10 @@ class Dispatcher(SyncDispatcher):
                     outcomes.append(Outcome.PROCESSED)
                 else:
                     outcomes.append(Outcome.DUPLICATE)
-            return outcomes
+            deliveries = [i.delivery for i in items]
+            await session.run_sync(lambda s: self.record_position(s.connection(), deliveries))
+        self.finished(items[0].delivery.stream, [i.delivery.entry_id for i in items])
+        return outcomes
 
     async def _handle_one_async(self, item: Item, stop: threading.Event) -> bool:
         if item.message.key in self._parked and await asyncio.to_thread(self.parks, item, stop):
@@ -184,7 +191,9 @@ class Dispatcher(SyncDispatcher):
                 outcome = await process_async(
                     session, self._consumer, item.message, handler, attempts=attempt
                 )
+                await session.run_sync(lambda s: self.record_position(s.connection(), [item.delivery]))
                 crash_point("inbox.after_handler")
+            self.finished(item.delivery.stream, [item.delivery.entry_id])
             crash_point("inbox.after_commit")
             return outcome
 

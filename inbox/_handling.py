@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,6 +39,7 @@ from ._dedup import (
 )
 from ._guard import HandlerContractError, HandlerSession, call_sync, guarded
 from ._parking import PARKED_ERROR, parked_keys
+from ._positions import BatchPositions, record_position
 from ._registry import HandlerSpec, Registry, Reject
 from ._tracing import process_span
 from .tables import inbox
@@ -88,9 +89,18 @@ class SyncDispatcher:
     """Decoding, outcomes, dead letters and sync handlers; :class:`Dispatcher` adds the async path."""
 
     def __init__(
-        self, registry: Registry, config: ConsumerConfig, engine: Engine, async_engine: AsyncEngine | None
+        self,
+        registry: Registry,
+        config: ConsumerConfig,
+        engine: Engine,
+        async_engine: AsyncEngine | None,
+        *,
+        track_positions: bool = False,
     ) -> None:
         self._registry = registry
+        # Kafka: positions written with the inbox rows (._positions), one tracker per stream in hand.
+        self._track_positions = track_positions
+        self._trackers: dict[str, BatchPositions] = {}
         self._config = config
         self._engine = engine
         self._async_engine = async_engine
@@ -116,7 +126,33 @@ class SyncDispatcher:
                 acks.append(delivery.entry_id)
             else:
                 break
+        self.finished(batch[0].stream if batch else "", acks)
         return acks, items
+
+    # -- positions (Kafka) -------------------------------------------------------------
+
+    def track(self, batch: Sequence[Delivery]) -> None:
+        """Start tracking the positions of ``batch`` (a no-op unless positions are tracked)."""
+        if self._track_positions and batch:
+            self._trackers[batch[0].stream] = BatchPositions(batch)
+
+    def untrack(self, batch: Sequence[Delivery]) -> None:
+        """Stop tracking ``batch``'s stream."""
+        if batch:
+            self._trackers.pop(batch[0].stream, None)
+
+    def record_position(self, conn: Connection, deliveries: Sequence[Delivery]) -> None:
+        """Write, in the caller's transaction, the position once ``deliveries`` are finished."""
+        tracker = self._trackers.get(deliveries[0].stream) if deliveries else None
+        if tracker is not None:
+            position = tracker.after(d.entry_id for d in deliveries)
+            record_position(conn, self._consumer, tracker.stream, position)
+
+    def finished(self, stream: str, entry_ids: Sequence[str]) -> None:
+        """After the commit: ``entry_ids`` are finished for the positions written later."""
+        tracker = self._trackers.get(stream)
+        if tracker is not None:
+            tracker.finish(entry_ids)
 
     def _refresh_parked(self, batch: Sequence[Delivery]) -> None:
         """Re-read which keys of the batch wait behind a dead letter (an operator may have released them)."""
@@ -244,6 +280,8 @@ class SyncDispatcher:
                         error=error,
                         deliveries=deliveries,
                     )
+                    self.record_position(conn, [delivery])
+                self.finished(delivery.stream, [delivery.entry_id])
                 break
             except Exception as exc:
                 if not is_transient(exc):
@@ -362,7 +400,9 @@ class SyncDispatcher:
         ):
             handler: SyncHandler = item.spec.func  # type: ignore[assignment]
             outcome = process(session, self._consumer, item.message, handler, attempts=attempt)
+            self.record_position(session.connection(), [item.delivery])
             crash_point("inbox.after_handler")
+        self.finished(item.delivery.stream, [item.delivery.entry_id])
         crash_point("inbox.after_commit")
         return outcome
 
@@ -433,6 +473,8 @@ class SyncDispatcher:
                     outcomes.append(Outcome.PROCESSED)
                 else:
                     outcomes.append(Outcome.DUPLICATE)
+            self.record_position(session.connection(), [i.delivery for i in items])
             crash_point("inbox.after_handler")
+        self.finished(items[0].delivery.stream, [i.delivery.entry_id for i in items])
         crash_point("inbox.after_commit")
         return outcomes

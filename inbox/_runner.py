@@ -40,7 +40,7 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from brokers import Delivery, Subscriber
+from brokers import Delivery, PositionTracking, Subscriber
 from brokers.sql_table import async_url, configure_sqlite, sync_url
 from outbox import (
     BrokerAuthError,
@@ -61,8 +61,10 @@ from ._dispatch import Dispatcher
 from ._health import ConsumerHealth
 from ._layout_check import check_layout
 from ._parking import release_parked
+from ._positions import load_positions
 from ._registry import Registry
 from ._retention import purge_inbox
+from .tables import consumer_offset
 from .tables import inbox as inbox_table
 
 __all__ = ["ConsumerRunner"]
@@ -121,7 +123,15 @@ class ConsumerRunner:
             if self._async_engine.dialect.name == "sqlite":
                 configure_sqlite(self._async_engine.sync_engine)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
-        self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
+        # Kafka: offsets stored with the inbox rows, and partitions started there (docs/consumers.md).
+        positions = False
+        if isinstance(subscriber, PositionTracking):
+            positions, engine = True, self._engine
+            subscriber.track_positions(lambda group, streams: load_positions(engine, group, streams))
+        self._positions = positions
+        self._dispatcher = Dispatcher(
+            registry, config, self._engine, self._async_engine, track_positions=positions
+        )
         self.health = ConsumerHealth(self._engine, lease_ttl=config.lease_ttl)
         # Lease and member keys start with the scope, so they carry the stream
         # prefix (a Redis ACL user limited to `~<prefix>*` can consume; issue #9).
@@ -198,10 +208,13 @@ class ConsumerRunner:
         # A database that is briefly busy or not up yet at start (a locked SQLite
         # file, a PostgreSQL restarting) is waited for, up to ~10 s, before the
         # consumer gives up with one clear error.
+        offsets = True
         for attempt in range(_START_ATTEMPTS):
             try:
                 with self._engine.connect() as conn:
                     present = inspect(conn).has_table(inbox_table.name, schema=self.config.schema)
+                    if present and self._positions:
+                        offsets = inspect(conn).has_table(consumer_offset.name, schema=self.config.schema)
                 break
             except DBAPIError as exc:
                 last = attempt + 1 == _START_ATTEMPTS or not isinstance(exc, OperationalError)
@@ -214,6 +227,9 @@ class ConsumerRunner:
                 time.sleep(_START_RETRY_S)
         if not present:
             msg = f"inbox table {inbox_table.name!r} is missing: {MIGRATE_HINT}"
+            raise SchemaMissingError(msg)
+        if self._positions and not offsets:
+            msg = f"table {consumer_offset.name!r} (Kafka offsets, revision 0006) is missing: {MIGRATE_HINT}"
             raise SchemaMissingError(msg)
 
     async def _prepare(self) -> None:

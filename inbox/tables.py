@@ -10,6 +10,12 @@ raw broker entry (so nothing is lost even when it cannot be decoded), the
 reason, and how many times it was delivered. It lives in the consumer's own
 database, next to the inbox, so listing and retrying never needs the broker.
 
+``outboxkit_consumer_offset`` holds, per consumer and stream, the next offset
+to read, written in the same transaction as the inbox rows on brokers whose
+positions are plain offsets (Kafka): a consumer restarted between its
+database commit and its broker commit resumes from the database (revision
+``0006_consumer_offset``).
+
 The SQL-table broker's lease table (``brokers.sql_table.tables``) is created by
 the same revision and imported here so ``metadata`` holds every table.
 """
@@ -32,7 +38,7 @@ from sqlalchemy import (
 from brokers.sql_table.tables import stream_lease
 from outbox.tables import metadata
 
-__all__ = ["inbox", "inbox_dead_letter", "stream_lease"]
+__all__ = ["consumer_offset", "inbox", "inbox_dead_letter", "stream_lease"]
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -77,4 +83,15 @@ inbox_dead_letter = Table(
     # dead letter and acknowledging the entry records it once.
     UniqueConstraint("consumer", "stream", "entry_id", name="uq_outboxkit_inbox_dead_letter_entry"),
     sqlite_autoincrement=True,
+)
+
+consumer_offset = Table(
+    "outboxkit_consumer_offset",
+    metadata,
+    Column("consumer", String(255), nullable=False),
+    Column("stream", String(512), nullable=False),
+    # The offset after the last record whose outcome committed, all earlier ones included.
+    Column("next_offset", BigInteger(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("consumer", "stream", name="pk_outboxkit_consumer_offset"),
 )

@@ -29,6 +29,7 @@ from outboxkit.demo import SERVICES
 __all__ = ["Workspace", "workspace"]
 
 _REDIS = ("redis://", "rediss://", "unix://")
+_KAFKA = ("kafka://", "kafka+ssl://")
 
 
 @dataclass(kw_only=True)
@@ -64,7 +65,9 @@ def workspace(db: str | None, broker: str | None, *, keep: bool) -> Iterator[Wor
             ws.broker = _sqlite(directory, "broker")
         else:
             ws.broker = _create_database(ws, db, "broker")
-        if not ws.broker.startswith(_REDIS):
+        if ws.broker.startswith(_KAFKA):
+            ws.prefix = f"demo-{run_id}."  # Kafka topic names have no ':'; its topics stay (retention)
+        elif not ws.broker.startswith(_REDIS):
             outbox.upgrade(ws.broker)
         yield ws
     finally:

@@ -56,7 +56,7 @@ def _opt(
 
 
 _DB_HELP = "A PostgreSQL server URL: the run creates (and drops) a database per service. Default: SQLite."
-_BROKER_HELP = "redis://... or a SQLAlchemy URL (SQL-table broker). Default: an SQLite file."
+_BROKER_HELP = "redis://..., kafka://... or a SQLAlchemy URL (SQL-table broker). Default: an SQLite file."
 Orders = Annotated[int, _opt("--orders", "Orders to place; the first five show one outcome each.")]
 DeclineRate = Annotated[float, _opt("--decline-rate", "Share of later orders paid with a declined card.")]
 OutOfStockRate = Annotated[float, _opt("--out-of-stock-rate", "Share of later orders for a sold-out item.")]

@@ -1,4 +1,5 @@
-"""One contract for every broker's publish half: memory, SQL table (SQLite), Redis Streams and Redis Cluster."""
+"""One contract for every broker's publish half: memory, SQL table (SQLite), Redis Streams, Redis Cluster,
+Redis Sentinel and Kafka."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from brokers.memory import MemoryBroker, MemoryPublisher
 from outbox import FencedError
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
+from tests._kafka import create_topic, read_fields
 from tests._relay_support import sql_broker_entries
 
 
@@ -26,7 +28,9 @@ class Subject:
     advances_fences_without_entries: bool = True
 
 
-@pytest.fixture(params=["memory", "sql_table", "redis_streams", "redis_cluster", "redis_sentinel"])
+@pytest.fixture(
+    params=["memory", "sql_table", "redis_streams", "redis_cluster", "redis_sentinel", "kafka", "kafka_transactional"]
+)
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         broker = MemoryBroker()
@@ -37,6 +41,9 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         publisher = connect_publisher(url)
         yield Subject(publisher, lambda s: sql_broker_entries(url, s), has_incarnation=False)
         publisher.close()
+        return
+    if request.param.startswith("kafka"):
+        yield from _kafka_subject(request, transactional=request.param == "kafka_transactional")
         return
     prefix: str = request.getfixturevalue("stream_prefix")
     if request.param == "redis_cluster":
@@ -69,8 +76,20 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     client.close()
 
 
+def _kafka_subject(request: pytest.FixtureRequest, *, transactional: bool) -> Iterator[Subject]:
+    bootstrap: str = request.getfixturevalue("kafka_server").bootstrap
+    prefix: str = request.getfixturevalue("kafka_prefix")
+    create_topic(bootstrap, prefix + "orders")  # one partition, as a consumer of the layout creates it
+    options = "?transactional=true" if transactional else ""
+    publisher = connect_publisher(f"kafka://{bootstrap}{options}", key_prefix=prefix)
+    yield Subject(
+        _Prefixed(publisher, prefix), lambda s: read_fields(bootstrap, prefix + s), has_incarnation=True
+    )
+    publisher.close()
+
+
 class _Prefixed:
-    """Adds the test's stream prefix to Redis stream names so tests never share streams."""
+    """Adds the test's stream prefix to stream names so tests never share streams."""
 
     def __init__(self, inner: Publisher, prefix: str, *, hash_tag: bool = False) -> None:
         self.inner, self.prefix, self.hash_tag = inner, prefix, hash_tag

@@ -20,6 +20,7 @@ TOOLKIT_TABLES = {
     "outbox",
     "outbox_dead_letter",
     "outboxkit_alembic_version",
+    "outboxkit_consumer_offset",
     "outboxkit_inbox",
     "outboxkit_inbox_dead_letter",
     "outboxkit_relay_lease",
