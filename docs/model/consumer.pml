@@ -1,5 +1,5 @@
 /*
- * The consumer's stream lease and inbox commit, as checked by Spin (docs/adr/0009).
+ * The consumer's stream lease and inbox commit, as checked by Spin (docs/adr/0012).
  *
  *   spin -a docs/model/consumer.pml && gcc -O1 -DSAFETY -o pan pan.c && ./pan -m20000
  *

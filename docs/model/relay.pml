@@ -1,5 +1,5 @@
 /*
- * The relay protocol of outboxkit, as checked by Spin (docs/adr/0009).
+ * The relay protocol of outboxkit, as checked by Spin (docs/adr/0012).
  *
  *   spin -a docs/model/relay.pml && gcc -O1 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m20000
  *   (fault budgets: -DMAXCRASH= -DMAXEXPIRE= -DMAXLOSS= -DMAXLOSTREPLY= -DMAXREJECT=, -DN=3;

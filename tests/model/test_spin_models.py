@@ -3,7 +3,7 @@
 Each case generates the verifier (``spin -a``), compiles it with gcc and runs
 an exhaustive bounded search (``./pan``). A correct model must end with
 ``errors: 0`` and a complete search; a seeded bug must end with a
-counter-example trail. See docs/adr/0009-model-checked-relay-protocol.md.
+counter-example trail. See docs/adr/0012-model-checked-relay-protocol.md.
 
 ``OUTBOXKIT_MODEL_LONG=1`` adds the long check: crash, freeze, data loss and
 lost reply at once (about 22 million states, 3 minutes and 1.1 GiB here).
