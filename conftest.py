@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
+from tests._kafka import KAFKA_BOOTSTRAP_ENV, ExternalKafka, KafkaEndpoint, KafkaServer
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
-from tests._kafka import KAFKA_BOOTSTRAP_ENV, ExternalKafka, KafkaEndpoint, KafkaServer
 from tests._servers import (
     ExternalPostgres,
     ExternalRedis,

@@ -129,22 +129,3 @@ def read_backlog(conn: Connection, tables: OutboxTables, *, now: dt.datetime, de
             }
         )
     return backlog
-
-
-def read_open_transactions(conn: Connection) -> dict[str, float | int] | None:
-    """Transactions open longer than a few seconds (PostgreSQL; ``None`` elsewhere).
-
-    Nothing waits behind them (rows are claimed by state, not by a high-water
-    mark), but a long one delays its own events; ``status`` and the dashboard show it.
-    """
-    if conn.dialect.name != "postgresql":
-        return None
-    row = conn.execute(
-        text(
-            "SELECT count(*), coalesce(extract(epoch FROM max(now() - xact_start)), 0) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND xact_start < now() - make_interval(secs => :age)"
-        ),
-        {"age": OPEN_TRANSACTION_AGE_S},
-    ).one()
-    return {"count": int(row[0]), "oldest_s": round(float(row[1]), 1)}

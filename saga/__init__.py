@@ -35,16 +35,16 @@ from ._errors import (
     StepFailed,
 )
 from ._headers import Phase
-from ._inspect import SagaCount, count_sagas, select_saga, select_saga_deadline, select_step_log
-from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
 from ._inspect import (
     DEFAULT_SAGA_LIST_LIMIT,
     SagaCount,
     count_sagas,
     select_saga,
+    select_saga_deadline,
     select_sagas,
     select_step_log,
 )
+from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
 from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._operator import (
     OPERATOR_ABORT_TIMER,
@@ -68,8 +68,8 @@ __all__ = [
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_PURGE_BATCH",
     "DEFAULT_REPLY_TOPIC",
-    "DEFAULT_STUCK_AFTER",
     "DEFAULT_SAGA_LIST_LIMIT",
+    "DEFAULT_STUCK_AFTER",
     "DEFAULT_TIMER_TOPIC",
     "EVENT_TYPE_PATTERN",
     "OPERATOR_ABORT_TIMER",

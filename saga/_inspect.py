@@ -103,6 +103,8 @@ def select_saga_deadline(target: Session | Connection, saga_id: uuid.UUID) -> dt
     except DBAPIError as exc:
         raise storage_error(exc, "read the saga deadline") from exc
     return None if value is None else as_utc(value)
+
+
 def select_sagas(
     target: Session | Connection,
     *,

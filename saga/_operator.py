@@ -28,9 +28,8 @@ from outbox import OutboxConfig, publish
 from ._errors import SagaActionRefusedError, SagaConflictError, SagaNotFoundError
 from ._headers import CORRELATION_ID, SAGA_TYPE, Coordinates, Phase
 from ._model import SagaInstance, SagaState, StepLogKind
-from ._transition import DEADLINE_TIMER
 from ._store import delete_timers, insert_log, insert_timer, select_instance, storage_error
-from ._transition import TIMER_TYPE
+from ._transition import DEADLINE_TIMER, TIMER_TYPE
 from .tables import saga_instance
 
 __all__ = ["OPERATOR_ABORT_TIMER", "OPERATOR_RETRY_TIMER", "OperatorAction", "request_abort", "request_retry"]

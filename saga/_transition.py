@@ -281,6 +281,7 @@ class Run:
         # A command in flight may have been done with its reply lost: compensate it too,
         # as after a step timeout. A local step that is waiting for a retry did not happen.
         self.begin_compensation(index if isinstance(step.action, Command) else index - 1, reason)
+
     # -- operator requests ---------------------------------------------------
 
     def retry_now(self, by: str) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from brokers import GroupStatus, connect_publisher
@@ -53,7 +53,7 @@ def status(
     try:
         with engine.connect() as conn:
             backlog = read_backlog(conn, tables, now=dt.datetime.now(dt.UTC))
-            open_tx = read_open_transactions(conn)
+            open_tx = _open_transactions(conn)
             sagas = _sagas(conn)
             consumer_dead = _consumer_dead_letters(conn)
     except SQLAlchemyError as exc:

@@ -12,9 +12,9 @@ import redis
 from brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
 from brokers.memory import MemoryBroker, MemoryPublisher
 from outbox import FencedError
+from tests._kafka import create_topic, read_fields
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
-from tests._kafka import create_topic, read_fields
 from tests._relay_support import sql_broker_entries
 
 
@@ -29,7 +29,15 @@ class Subject:
 
 
 @pytest.fixture(
-    params=["memory", "sql_table", "redis_streams", "redis_cluster", "redis_sentinel", "kafka", "kafka_transactional"]
+    params=[
+        "memory",
+        "sql_table",
+        "redis_streams",
+        "redis_cluster",
+        "redis_sentinel",
+        "kafka",
+        "kafka_transactional",
+    ]
 )
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
