@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import (
     BrokerAuthError,
@@ -46,14 +46,13 @@ from outbox import (
     ConfigError,
     SchemaMissingError,
     StorageError,
+    create_async_engine,
+    create_engine,
     redact_url,
     use_schema,
 )
 from outbox._dberrors import driver_reason
-from outbox._urls import invalid_database_url
 from outbox.brokers import Delivery, Subscriber
-from outbox.brokers._sql_urls import async_url, sync_url
-from outbox.brokers._sqlite import configure_sqlite
 from outbox.errors import MIGRATE_HINT
 
 from . import _metrics as m
@@ -117,9 +116,7 @@ class ConsumerRunner:
         self._engine = use_schema(self._sync_engine(db), config.schema)
         self._async_engine: AsyncEngine | None = None
         if any(spec.is_async for spec in registry.specs):
-            self._async_engine = use_schema(create_async_engine(async_url(self._engine.url)), config.schema)
-            if self._async_engine.dialect.name == "sqlite":
-                configure_sqlite(self._async_engine.sync_engine)
+            self._async_engine = create_async_engine(self._engine.url, schema=config.schema)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
         self._dispatcher = Dispatcher(registry, config, self._engine, self._async_engine)
         # Lease and member keys start with the scope, so they carry the stream
@@ -138,13 +135,7 @@ class ConsumerRunner:
         # No pool_pre_ping: it costs a round trip per transaction. A dropped
         # connection fails the attempt as a transient error, is discarded by the
         # pool, and the message is retried on a fresh one.
-        try:
-            engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
-        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            raise invalid_database_url(db, exc) from None
-        if engine.dialect.name == "sqlite":
-            configure_sqlite(engine)
-        return engine
+        return create_engine(db, pool_size=self.config.concurrency + 2)
 
     def stop(self) -> None:
         """Ask the runner to stop: finish in-flight messages, acknowledge, release leases."""

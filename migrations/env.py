@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from outbox import create_engine
 from outbox._migrate import VERSION_TABLE, migration_names
 
 config = context.config

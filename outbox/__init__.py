@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
+from ._engine import SQLITE_BUSY_TIMEOUT, async_url, create_async_engine, create_engine, sync_url
 from ._envelope import Envelope, key_hash
 from ._migrate import (
     BRANCH_LABEL,
@@ -49,6 +50,7 @@ from .tables import metadata, outbox_tables
 
 __all__ = [
     "BRANCH_LABEL",
+    "SQLITE_BUSY_TIMEOUT",
     "TOPIC_PATTERN",
     "VERSION_TABLE",
     "BrokerAuthError",
@@ -73,7 +75,10 @@ __all__ = [
     "StorageError",
     "TopicError",
     "ValidationError",
+    "async_url",
     "autogenerate_filter",
+    "create_async_engine",
+    "create_engine",
     "current_revision",
     "decode_entry",
     "default_serializer",
@@ -87,6 +92,7 @@ __all__ = [
     "publish",
     "publish_many",
     "redact_url",
+    "sync_url",
     "upgrade",
     "upgrade_sql",
     "use_schema",

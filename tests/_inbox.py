@@ -18,15 +18,13 @@ import inbox.tables  # noqa: F401 - registers the inbox tables in metadata
 import outbox
 from inbox import ConsumerConfig
 from outbox import Envelope
-from outbox.brokers._sqlite import configure_sqlite
 from outbox.tables import metadata
 
 
 def memory_engine() -> Engine:
     """A fresh SQLite file (WAL, busy timeout) with every toolkit table and the test domain table."""
     path = pathlib.Path(tempfile.mkdtemp(prefix="outboxkit-inbox-")) / "app.db"
-    engine = create_engine(f"sqlite:///{path}")
-    configure_sqlite(engine)
+    engine = outbox.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
     domain.create_all(engine)
     return engine

@@ -20,11 +20,12 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Delete, Engine, create_engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Delete, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Insert
 
+from outbox._engine import create_engine
 from outbox._redact import redact_url
 from outbox._schema import use_schema
 from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, FencedError, SchemaMissingError
@@ -47,11 +48,10 @@ class SqlTablePublisher:
             raise ConfigError(msg)
         self._max_len = max_len
         self._description = redact_url(url)
-        try:
-            self._engine = use_schema(engine or create_engine(url, pool_pre_ping=True), schema)
-        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
-            raise ConfigError(msg) from None
+        # Pre-ping as before: the broker database restarts independently of the outbox's.
+        self._engine = (
+            use_schema(engine, schema) if engine else create_engine(url, schema=schema, pool_pre_ping=True)
+        )
         self._owns_engine = engine is None
 
     @property

@@ -26,11 +26,10 @@ from sqlalchemy import ColumnElement, Delete, Table, and_, delete, func, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox._engine import create_async_engine
 from outbox._redact import redact_url
-from outbox._schema import use_schema
-from outbox.brokers._sql_urls import async_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
 from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
@@ -120,11 +119,7 @@ class SqlTableSubscriber:
 
         ``schema``: the database schema of the broker's tables (PostgreSQL only).
         """
-        engine = use_schema(create_async_engine(async_url(url), pool_pre_ping=True), schema)
-        if engine.dialect.name == "sqlite":
-            from outbox.brokers._sqlite import configure_sqlite  # noqa: PLC0415
-
-            configure_sqlite(engine.sync_engine)
+        engine = create_async_engine(url, schema=schema, pool_pre_ping=True)
         return cls(engine, poll_interval=poll_interval)
 
     @property
