@@ -27,9 +27,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
+from outbox import (
+    Envelope,
+    StorageError,
+    ValidationError,
+    is_missing_table,
+    tables_missing,
+)
 from outbox._dberrors import driver_reason
-from outbox.errors import MIGRATE_HINT
 
 from ._guard import call_sync, guarded
 from .tables import inbox
@@ -115,9 +120,8 @@ def _dialect(target: SyncTarget | AsyncTarget) -> Dialect:
 
 
 def _storage_error(exc: DBAPIError) -> StorageError:
-    text = str(exc.orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"inbox table 'outboxkit_inbox' is missing: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing("inbox table 'outboxkit_inbox'")
     return StorageError(f"could not write to the inbox: {driver_reason(exc)}")
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
+from ._dberrors import is_missing_table
 from ._engine import SQLITE_BUSY_TIMEOUT, async_url, create_async_engine, create_engine, sync_url
 from ._envelope import Envelope, key_hash
 from ._migrate import (
@@ -45,6 +46,7 @@ from .errors import (
     StorageError,
     TopicError,
     ValidationError,
+    tables_missing,
 )
 from .tables import metadata, outbox_tables
 
@@ -85,6 +87,7 @@ __all__ = [
     "downgrade",
     "encode_entry",
     "head_revision",
+    "is_missing_table",
     "key_hash",
     "metadata",
     "migrations_path",
@@ -93,6 +96,7 @@ __all__ = [
     "publish_many",
     "redact_url",
     "sync_url",
+    "tables_missing",
     "upgrade",
     "upgrade_sql",
     "use_schema",

@@ -22,21 +22,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from ._dberrors import driver_reason
+from ._dberrors import driver_reason, is_missing_table
 from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
 from .config import OutboxConfig
 from .errors import (
-    MIGRATE_HINT,
     HeadersError,
     JsonbIncompatibleError,
     KeyTooLongError,
     PayloadTooLargeError,
-    SchemaMissingError,
     SerializationError,
     StorageError,
     TopicError,
     ValidationError,
+    tables_missing,
 )
 from .tables import outbox_tables
 
@@ -222,9 +221,8 @@ async def _insert_async(
 
 
 def _storage_error(exc: DBAPIError, table: Table) -> StorageError:
-    text = str(exc.orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"outbox table {table.fullname!r} is missing: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing(f"outbox table {table.fullname!r}")
     return StorageError(f"could not write to the outbox: {driver_reason(exc)}")
 
 

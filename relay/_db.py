@@ -10,7 +10,15 @@ from __future__ import annotations
 from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from outbox import SchemaMissingError, StorageError, create_engine, redact_url, sync_url
+from outbox import (
+    SchemaMissingError,
+    StorageError,
+    create_engine,
+    is_missing_table,
+    redact_url,
+    sync_url,
+    tables_missing,
+)
 from outbox._dberrors import driver_reason
 from outbox.errors import MIGRATE_HINT
 from outbox.tables import OutboxTables
@@ -37,9 +45,8 @@ def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
     """Convert a driver error to :class:`StorageError` with a safe message."""
     where = redact_url(engine.url)
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"outboxkit tables missing in {where}: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing("a table of the outbox or the relay", where)
     return StorageError(
         f"database {where} failed: {type(orig).__name__}: {_mask(driver_reason(exc), engine)}"
     )

@@ -25,10 +25,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Insert
 
+from outbox._dberrors import is_missing_table
 from outbox._engine import create_engine
 from outbox._redact import redact_url
 from outbox._schema import use_schema
-from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, FencedError, SchemaMissingError
+from outbox.errors import BrokerError, ConfigError, FencedError, tables_missing
 
 from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
 from .sql_tables import stream_entry, stream_fence
@@ -91,10 +92,8 @@ class SqlTablePublisher:
                 if rows:
                     self._append(conn, rows)
         except DBAPIError as exc:
-            text = str(exc.orig).lower()
-            if "no such table" in text or "does not exist" in text:
-                msg = f"broker tables missing in {self._description}: {MIGRATE_HINT}"
-                raise SchemaMissingError(msg) from None
+            if is_missing_table(exc):
+                raise tables_missing("a table of the SQL-table broker", self._description) from None
             msg = f"SQL broker at {self._description} unavailable: {type(exc.orig).__name__}"
             raise BrokerError(msg) from None
         return PublishResult(outcomes=[EntryOutcome(Outcome.PUBLISHED) for _ in entries])

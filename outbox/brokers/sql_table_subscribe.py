@@ -28,12 +28,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox._dberrors import is_missing_table
 from outbox._engine import create_async_engine
 from outbox._redact import redact_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
 from outbox.brokers.sql_lease import stream_lease
 from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
-from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, SchemaMissingError
+from outbox.errors import BrokerError, ConfigError, SchemaMissingError, tables_missing
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "SqlTableSubscriber"]
 
@@ -128,9 +129,8 @@ class SqlTableSubscriber:
         return _MAX_BLOCK
 
     def _error(self, what: str, exc: DBAPIError) -> BrokerError | SchemaMissingError:
-        text = str(exc.orig).lower()
-        if "no such table" in text or ("does not exist" in text and "relation" in text):
-            return SchemaMissingError(f"broker tables missing at {self._where}: {MIGRATE_HINT}")
+        if is_missing_table(exc):
+            return tables_missing("a table of the SQL-table broker", self._where)
         return BrokerError(
             f"broker database at {self._where} failed during {what}: {type(exc.orig).__name__}"
         )
