@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
+from outbox import DecodeError, Envelope, RetryWait, SchemaMissingError, StorageError, decode_entry
 from outbox._crashpoints import crash_point
 from outbox.brokers import Delivery
 
@@ -90,6 +90,9 @@ class SyncDispatcher:
     ) -> None:
         self._registry = registry
         self._config = config
+        # No jitter: a message's retries are in-process sleeps of one worker,
+        # exactly retry_delay doubling up to max_retry_delay as documented.
+        self._retry_wait = RetryWait(base=config.retry_delay, cap=config.max_retry_delay, jitter=False)
         self._engine = engine
         self._async_engine = async_engine
         self._consumer = config.group
@@ -223,8 +226,7 @@ class SyncDispatcher:
         return Verdict.LEAVE if stop.is_set() else Verdict.RETRY
 
     def _delay(self, attempt: int) -> float:
-        delay = min(self._config.retry_delay * (1 << min(attempt - 1, 16)), self._config.max_retry_delay)
-        return delay.total_seconds()
+        return self._retry_wait.delay(attempt).total_seconds()
 
     def _dead_letter(
         self, delivery: Delivery, message: Envelope | None, error: str, deliveries: int, stop: threading.Event

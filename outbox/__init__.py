@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
+from ._backoff import FailureBackoff, RetryWait
 from ._dberrors import is_missing_table
 from ._engine import SQLITE_BUSY_TIMEOUT, async_url, create_async_engine, create_engine, sync_url
 from ._envelope import Envelope, key_hash
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "Envelope",
+    "FailureBackoff",
     "FencedError",
     "HeadersError",
     "JSONValue",
@@ -70,6 +72,7 @@ __all__ = [
     "OutboxError",
     "PayloadTooLargeError",
     "PublishError",
+    "RetryWait",
     "SagaError",
     "SchemaMissingError",
     "SerializationError",

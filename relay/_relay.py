@@ -22,12 +22,19 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry, use_schema
+from outbox import (
+    BrokerAuthError,
+    BrokerError,
+    FailureBackoff,
+    FencedError,
+    RetryWait,
+    encode_entry,
+    use_schema,
+)
 from outbox._crashpoints import crash_point
 from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
-from ._backoff import Backoff, backoff_delay
 from ._config import RelayConfig
 from ._db import check_schema, make_engine, storage_error
 from ._incarnation import IncarnationTracker
@@ -108,8 +115,10 @@ class Relay:
         self.last_progress = time.monotonic()
         self._stopping = threading.Event()
         self._log = log.bind(relay_id=self.relay_id)
-        self._broker_backoff = Backoff()
-        self._db_backoff = Backoff()
+        self._broker_backoff = FailureBackoff()
+        self._db_backoff = FailureBackoff()
+        # A rejected row's next try: the same formula, stored as next_attempt_at.
+        self._row_wait = RetryWait(base=config.retry_base, cap=config.retry_max)
         self._next_housekeeping = 0.0
         self._fences_pending = False
         self._limit = min(config.batch_size, 64)  # slow start: grows while batches stay small
@@ -388,13 +397,12 @@ class Relay:
         published: list[ClaimedRow] = []
         failures: list[Failure] = []
         now = _now()
-        base, cap = self.config.retry_base.total_seconds(), self.config.retry_max.total_seconds()
         for row, outcome in zip(batch, result.outcomes, strict=True):
             if outcome.outcome is Outcome.PUBLISHED:
                 published.append(row)
             elif outcome.outcome is Outcome.REJECTED:
-                delay = backoff_delay(row.attempts + 1, base=base, cap=cap)
-                failures.append(Failure(row, outcome.error or "rejected", now + dt.timedelta(seconds=delay)))
+                delay = self._row_wait.delay(row.attempts + 1)
+                failures.append(Failure(row, outcome.error or "rejected", now + delay))
         return published, failures
 
     def _account(
