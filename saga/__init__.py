@@ -10,8 +10,10 @@ See ``docs/sagas.md``.
 
 from __future__ import annotations
 
+from inbox import follow_up_headers
+
 from . import tables
-from ._choreography import EVENT_TYPE_PATTERN, follow_up_headers, new_flow_headers
+from ._choreography import EVENT_TYPE_PATTERN, check_event_type, new_flow_headers
 from ._definition import (
     DEFAULT_BACKOFF,
     DEFAULT_COMPENSATION_TIMEOUT,
@@ -81,6 +83,7 @@ __all__ = [
     "StepHandler",
     "StepLogEntry",
     "StepLogKind",
+    "check_event_type",
     "count_sagas",
     "follow_up_headers",
     "new_flow_headers",

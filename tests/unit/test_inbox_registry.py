@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import inbox
-from outbox import ConfigError, Envelope, ValidationError
+from outbox import ConfigError, Envelope, HeadersError, ValidationError
 from tests._inbox import memory_engine
 
 
@@ -128,6 +128,26 @@ def test_follow_up_headers_copy_correlation_and_set_causation() -> None:
     second = _message(correlation_id="corr-1")
     headers = inbox.follow_up_headers(second, {"tenant": "a"})
     assert headers == {"correlation_id": "corr-1", "causation_id": str(second.id), "tenant": "a"}
+
+
+@pytest.mark.parametrize("name", ["correlation_id", "causation_id"])
+def test_follow_up_headers_refuse_a_caller_overriding_the_flow(name: str) -> None:
+    """The message being handled decides both flow headers; another value is an error, not a silent choice."""
+    cause = _message(correlation_id="corr-1")
+    with pytest.raises(HeadersError, match=name):
+        inbox.follow_up_headers(cause, {name: "something-else"})
+    same = {"correlation_id": "corr-1", "causation_id": str(cause.id)}[name]
+    assert inbox.follow_up_headers(cause, {name: same})[name] == same  # restating it is fine
+
+
+def test_a_reply_chain_names_each_link_and_keeps_the_flow() -> None:
+    """command -> reply -> next command: every causation id is the previous message, one correlation id."""
+    command = _message(correlation_id="order-7")
+    reply = _message(**inbox.follow_up_headers(command))
+    next_command = _message(**inbox.follow_up_headers(reply))
+    assert reply.causation_id == str(command.id)
+    assert next_command.causation_id == str(reply.id)
+    assert {command.correlation_id, reply.correlation_id, next_command.correlation_id} == {"order-7"}
 
 
 def test_consumer_config_validates() -> None:
