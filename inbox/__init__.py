@@ -13,10 +13,10 @@ from __future__ import annotations
 from outbox.brokers import GroupStatus
 
 from ._config import ConsumerConfig, Mode, default_consumer_name
-from ._dead_letters import DeadLetter, purge_dead_letters, retry_dead_letter, select_dead_letters
+from ._dead_letters import ConsumerDeadLetter, purge_dead_letters, retry_dead_letter, select_dead_letters
 from ._dedup import (
     AsyncHandler,
-    Outcome,
+    ProcessResult,
     SyncHandler,
     process,
     process_async,
@@ -38,13 +38,13 @@ __all__ = [
     "PARKED_ERROR",
     "AsyncHandler",
     "ConsumerConfig",
+    "ConsumerDeadLetter",
     "ConsumerRunner",
-    "DeadLetter",
     "GroupStatus",
     "HandlerContractError",
     "HandlerSpec",
     "Mode",
-    "Outcome",
+    "ProcessResult",
     "Registry",
     "Reject",
     "SyncHandler",

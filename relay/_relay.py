@@ -32,7 +32,7 @@ from outbox import (
     use_schema,
 )
 from outbox._crashpoints import crash_point
-from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
+from outbox.brokers import EntryStatus, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
 from ._config import RelayConfig
@@ -398,9 +398,9 @@ class Relay:
         failures: list[Failure] = []
         now = _now()
         for row, outcome in zip(batch, result.outcomes, strict=True):
-            if outcome.outcome is Outcome.PUBLISHED:
+            if outcome.outcome is EntryStatus.PUBLISHED:
                 published.append(row)
-            elif outcome.outcome is Outcome.REJECTED:
+            elif outcome.outcome is EntryStatus.REJECTED:
                 delay = self._row_wait.delay(row.attempts + 1)
                 failures.append(Failure(row, outcome.error or "rejected", now + delay))
         return published, failures

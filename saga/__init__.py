@@ -37,7 +37,7 @@ from ._errors import (
 )
 from ._headers import Phase
 from ._inspect import SagaCount, count_sagas, select_saga, select_step_log
-from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
+from ._model import HandlingResult, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._orchestrator import DEFAULT_REPLY_TOPIC, DEFAULT_TIMER_TOPIC, Orchestrator
 from ._participant import Decision, StepHandler, participate
 from ._reply import REPLY_TYPE, reply
@@ -60,9 +60,9 @@ __all__ = [
     "Command",
     "Decision",
     "HandlerRegistry",
+    "HandlingResult",
     "Local",
     "Orchestrator",
-    "Outcome",
     "Phase",
     "RetryPolicy",
     "SagaConflictError",

@@ -11,16 +11,16 @@ from __future__ import annotations
 from ._connect import connect_publisher
 from ._connect_subscriber import connect_subscriber
 from ._naming import MAX_PARTITIONS, StreamLayout
-from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
+from ._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, Publisher, PublishResult
 from ._subscriber import Delivery, GroupStatus, RedeliveryHorizon, Subscriber
 
 __all__ = [
     "MAX_PARTITIONS",
     "Delivery",
     "EntryOutcome",
+    "EntryStatus",
     "Fence",
     "GroupStatus",
-    "Outcome",
     "OutgoingEntry",
     "PublishResult",
     "Publisher",

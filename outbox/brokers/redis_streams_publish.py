@@ -39,7 +39,7 @@ from redis.retry import Retry
 from outbox._redact import redact_url
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
 
-from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from ._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 from .redis_streams._keys import fence_key, incarnation_key
 
 __all__ = ["RedisStreamsPublisher"]
@@ -207,7 +207,9 @@ class RedisStreamsPublisher:
     def _result(self, reply: list[bytes], count: int) -> PublishResult:
         incarnation = reply[0].decode()
         if reply[1] == b"INCARNATION":
-            return PublishResult(outcomes=[EntryOutcome(Outcome.SKIPPED)] * count, incarnation=incarnation)
+            return PublishResult(
+                outcomes=[EntryOutcome(EntryStatus.SKIPPED)] * count, incarnation=incarnation
+            )
         if reply[1] == b"ALL":  # every entry appended: no per-entry ids to ship back
             return PublishResult(outcomes=[_PUBLISHED] * count, incarnation=incarnation)
         if reply[1] == b"FENCED":
@@ -218,16 +220,16 @@ class RedisStreamsPublisher:
         for item in reply[2:]:
             text = item.decode()
             if text == "-":
-                outcomes.append(EntryOutcome(Outcome.SKIPPED))
+                outcomes.append(EntryOutcome(EntryStatus.SKIPPED))
             elif text.startswith("!"):
                 error = text[1:]
                 if error.startswith(_TRANSIENT_PREFIXES):
                     transient = error
-                    outcomes.append(EntryOutcome(Outcome.SKIPPED, error=error))
+                    outcomes.append(EntryOutcome(EntryStatus.SKIPPED, error=error))
                 else:
-                    outcomes.append(EntryOutcome(Outcome.REJECTED, error=error))
+                    outcomes.append(EntryOutcome(EntryStatus.REJECTED, error=error))
             else:
-                outcomes.append(EntryOutcome(Outcome.PUBLISHED, entry_id=text))
+                outcomes.append(EntryOutcome(EntryStatus.PUBLISHED, entry_id=text))
         return PublishResult(outcomes=outcomes, incarnation=incarnation, transient_error=transient)
 
     def close(self) -> None:
@@ -235,7 +237,7 @@ class RedisStreamsPublisher:
         self._client.close()
 
 
-_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
+_PUBLISHED = EntryOutcome(EntryStatus.PUBLISHED)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from outbox._redact import redact_url
 from outbox._schema import use_schema
 from outbox.errors import BrokerError, ConfigError, FencedError, tables_missing
 
-from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from ._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 from .sql_tables import stream_entry, stream_fence
 
 __all__ = ["SqlTablePublisher"]
@@ -96,7 +96,7 @@ class SqlTablePublisher:
                 raise tables_missing("a table of the SQL-table broker", self._description) from None
             msg = f"SQL broker at {self._description} unavailable: {type(exc.orig).__name__}"
             raise BrokerError(msg) from None
-        return PublishResult(outcomes=[EntryOutcome(Outcome.PUBLISHED) for _ in entries])
+        return PublishResult(outcomes=[EntryOutcome(EntryStatus.PUBLISHED) for _ in entries])
 
     def _append(self, conn: Connection, rows: list[dict[str, object]]) -> None:
         streams = sorted({str(r["stream"]) for r in rows})

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from outbox import FencedError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
+from outbox.brokers import EntryStatus, Fence, OutgoingEntry, Publisher, connect_publisher
 from outbox.brokers.memory import MemoryBroker, MemoryPublisher
 from tests._relay_support import sql_broker_entries
 
@@ -79,7 +79,7 @@ def test_publisher_appends_a_batch_in_order(subject: Subject) -> None:
     """Every entry of a batch is appended, in batch order, with a PUBLISHED outcome."""
     token = _token(subject)
     result = subject.publisher.publish(_entries(25), incarnation=token)
-    assert [o.outcome for o in result.outcomes] == [Outcome.PUBLISHED] * 25
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.PUBLISHED] * 25
     assert [e["id"] for e in subject.read("orders")] == [str(i) for i in range(25)]
 
 
@@ -107,5 +107,5 @@ def test_publisher_reports_its_incarnation(subject: Subject) -> None:
     assert token
     result = subject.publisher.publish(_entries(2), incarnation="not-the-token")
     assert result.incarnation == token
-    assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED, Outcome.SKIPPED]
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED, EntryStatus.SKIPPED]
     assert subject.read("orders") == []

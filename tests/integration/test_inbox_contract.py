@@ -32,7 +32,7 @@ def app_db(pg_url: str) -> str:
 
 async def _consume_one(
     handler: Callable[..., Any], db: str, redis_url: str, client: redis.Redis, prefix: str, mode: inbox.Mode
-) -> list[inbox.DeadLetter]:
+) -> list[inbox.ConsumerDeadLetter]:
     layout = StreamLayout(prefix=prefix, default_partitions=1)
     (stream,) = layout.streams_of("orders.created")
     client.xadd(stream, entry(payload={"n": 1}))

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 import outbox
 from outbox import BrokerAuthError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, StreamLayout
+from outbox.brokers import EntryStatus, Fence, OutgoingEntry, StreamLayout
 from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from relay import Relay, RelayConfig
 from relay._leases import LeaseManager
@@ -342,7 +342,7 @@ def test_redis_publisher_max_len_trims_approximately_and_keeps_the_newest(
             OutgoingEntry(stream, {"id": f"{batch}-{i}", "data": "{}"}, order_key=None) for i in range(100)
         ]
         result = publisher.publish(entries, incarnation=token)
-        assert {o.outcome for o in result.outcomes} == {Outcome.PUBLISHED}
+        assert {o.outcome for o in result.outcomes} == {EntryStatus.PUBLISHED}
     publisher.close()
     length = redis_client.xlen(stream)
     assert 10 <= length < 500  # trimmed, by whole nodes (approximate MAXLEN ~)

@@ -83,7 +83,7 @@ def test_process_runs_handler_once_per_consumer() -> None:
             inbox.process(session, "billing", message, lambda m, s: calls.append("billing"))
     with Session(engine) as session, session.begin():
         outcome = inbox.process(session, "shipping", message, lambda m, s: calls.append("shipping"))
-    assert outcome is inbox.Outcome.PROCESSED
+    assert outcome is inbox.ProcessResult.PROCESSED
     assert calls == ["billing", "shipping"]
 
 
@@ -98,7 +98,7 @@ def test_process_rolled_back_is_not_recorded() -> None:
     with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
         inbox.process(session, "billing", message, failing)
     with Session(engine) as session, session.begin():
-        assert inbox.process(session, "billing", message, lambda m, s: None) is inbox.Outcome.PROCESSED
+        assert inbox.process(session, "billing", message, lambda m, s: None) is inbox.ProcessResult.PROCESSED
         rows = session.execute(select(func.count()).select_from(inbox.inbox)).scalar()
     assert rows == 1
 

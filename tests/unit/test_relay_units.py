@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from outbox import BrokerError, ConfigError, FencedError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, connect_publisher
+from outbox.brokers import EntryStatus, Fence, OutgoingEntry, connect_publisher
 from outbox.brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
 from relay import RelayConfig
 from relay.cli._options import parse_topic_partitions
@@ -49,10 +49,10 @@ def test_memory_broker_rejection_skips_later_entries_of_the_key() -> None:
     entries = [OutgoingEntry("s", {"id": i}, order_key=i[0]) for i in ("a1", "b1", "a2", "b2")]
     result = broker.append(entries, [], broker.incarnation)
     assert [o.outcome for o in result.outcomes] == [
-        Outcome.REJECTED,
-        Outcome.PUBLISHED,
-        Outcome.SKIPPED,
-        Outcome.PUBLISHED,
+        EntryStatus.REJECTED,
+        EntryStatus.PUBLISHED,
+        EntryStatus.SKIPPED,
+        EntryStatus.PUBLISHED,
     ]
 
 
@@ -61,7 +61,7 @@ def test_memory_broker_reports_a_new_incarnation_without_writing() -> None:
     broker = MemoryBroker()
     result = broker.append([OutgoingEntry("s", {"id": "1"})], [], "old")
     assert result.incarnation == broker.incarnation
-    assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED]
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED]
     assert broker.entries("s") == []
 
 
