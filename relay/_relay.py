@@ -40,7 +40,7 @@ from ._db import check_schema, make_engine, storage_error
 from ._incarnation import IncarnationTracker
 from ._leases import LeaseManager
 from ._metrics import RelayMetrics
-from ._store import ClaimedRow, Failure, OutboxStore
+from ._store import RETENTION_BATCH, ClaimedRow, Failure, OutboxStore
 from ._wakeup import Waker
 
 __all__ = ["Relay", "RelayStats"]
@@ -251,7 +251,7 @@ class Relay:
                 # End the read transaction before publishing: the SQL-table broker
                 # may live in this same file and needs its write lock.
                 conn.commit()
-            self._relay_batch(batch, owned, conn=conn)
+            self._relay_batch(batch, owned, conn)
         return len(batch)
 
     def _adapt_limit(self, batch: list[ClaimedRow]) -> None:
@@ -265,13 +265,6 @@ class Relay:
 
     def _notified_when_idle(self) -> bool:
         return self._notify and self.leases.idle and self.waker.listening and not self.config.once
-
-    def store_claim(self, owned: Sequence[int]) -> list[ClaimedRow]:
-        """Claim the next batch of the ``owned`` partitions."""
-        with self.engine.connect() as conn:
-            rows = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
-            conn.rollback()
-        return rows
 
     def _housekeeping(self) -> None:
         now = _now()
@@ -304,8 +297,8 @@ class Relay:
             cutoff = self.incarnation.horizon(conn, now=now)
         for _ in range(_RETENTION_ROUNDS):
             with self.engine.begin() as conn:
-                deleted = self.store.delete_expired(conn, older_than=cutoff)
-            if deleted < 5000:  # noqa: PLR2004 - the store's batch size
+                deleted = self.store.delete_expired(conn, older_than=cutoff, limit=RETENTION_BATCH)
+            if deleted < RETENTION_BATCH:  # a short batch: nothing older is left
                 break
 
     def _idle(self) -> None:
@@ -337,13 +330,7 @@ class Relay:
 
     # -- one batch -----------------------------------------------------------
 
-    def _relay_batch(
-        self, batch: list[ClaimedRow], owned: Sequence[int], *, conn: Connection | None = None
-    ) -> None:
-        if conn is None:
-            with self.engine.connect() as own:
-                self._relay_batch(batch, owned, conn=own)
-            return
+    def _relay_batch(self, batch: list[ClaimedRow], owned: Sequence[int], conn: Connection) -> None:
         started = time.perf_counter()
         stream_for = self.config.layout.stream_for
         # One pass, no per-row method call: this runs for every row relayed.

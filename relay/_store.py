@@ -45,9 +45,11 @@ from outbox.tables import OutboxTables
 
 from .tables import relay_state
 
-__all__ = ["ClaimedRow", "Failure", "OutboxStore"]
+__all__ = ["RETENTION_BATCH", "ClaimedRow", "Failure", "OutboxStore"]
 
 _MAX_LISTED_PARKED = 200
+RETENTION_BATCH = 5000
+"""Published rows retention deletes per statement (short transactions, bounded locks)."""
 
 
 class ClaimedRow(NamedTuple):
@@ -271,7 +273,9 @@ class OutboxStore:
         conn.execute(insert(dl).from_select([*names, "attempts", "last_error", "dead_lettered_at"], source))
         conn.execute(delete(o).where(o.c.id == failure.row.id))
 
-    def delete_expired(self, conn: Connection, *, older_than: dt.datetime, limit: int = 5000) -> int:
+    def delete_expired(
+        self, conn: Connection, *, older_than: dt.datetime, limit: int = RETENTION_BATCH
+    ) -> int:
         """Retention: delete up to ``limit`` rows published before ``older_than``."""
         o = self.tables.outbox
         ids = (
