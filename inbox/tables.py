@@ -10,8 +10,9 @@ raw broker entry (so nothing is lost even when it cannot be decoded), the
 reason, and how many times it was delivered. It lives in the consumer's own
 database, next to the inbox, so listing and retrying never needs the broker.
 
-The SQL-table broker's lease table (``outbox.brokers.sql_lease``) is created by
-the same revision and imported here so ``metadata`` holds every table.
+``metadata`` holds the consume side's two tables. The SQL-table broker's
+lease table (``outbox.brokers.sql_tables.stream_lease``), created by the same revision,
+belongs to the broker's own ``metadata``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -29,10 +31,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from outbox.brokers.sql_lease import stream_lease
-from outbox.tables import metadata
+from outbox.tables import NAMING_CONVENTION
 
-__all__ = ["inbox", "inbox_dead_letter", "stream_lease"]
+__all__ = ["inbox", "inbox_dead_letter", "metadata"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

@@ -25,9 +25,6 @@ from ._redact import redact_url
 from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._wire import decode_entry, encode_entry
-
-# Registers the SQL-table broker's tables on `metadata` (Alembic comparisons).
-from .brokers import sql_tables as _sql_tables  # noqa: F401
 from .config import OutboxConfig
 from .errors import (
     BrokerAuthError,

@@ -32,8 +32,7 @@ from outbox._dberrors import is_missing_table
 from outbox._engine import create_async_engine
 from outbox._redact import redact_url
 from outbox.brokers._subscriber import Delivery, GroupStatus, RedeliveryHorizon
-from outbox.brokers.sql_lease import stream_lease
-from outbox.brokers.sql_tables import stream_entry, stream_group, stream_pending
+from outbox.brokers.sql_tables import stream_entry, stream_group, stream_lease, stream_pending
 from outbox.errors import BrokerError, ConfigError, SchemaMissingError, tables_missing
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "SqlTableSubscriber"]

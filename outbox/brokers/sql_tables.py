@@ -15,15 +15,19 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
 )
 
-from outbox.tables import metadata
+from outbox.tables import NAMING_CONVENTION
 
-__all__ = ["stream_entry", "stream_fence", "stream_group", "stream_pending"]
+__all__ = ["metadata", "stream_entry", "stream_fence", "stream_group", "stream_lease", "stream_pending"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The SQL-table broker's five tables."""
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -69,4 +73,18 @@ stream_fence = Table(
     Column("name", String(512), nullable=False),
     Column("epoch", _ID, nullable=False),
     PrimaryKeyConstraint("name", name="pk_outboxkit_stream_fence"),
+)
+
+# Partition leases and member heartbeats: Redis keeps them as keys with a TTL,
+# this broker as one row per (group, name) with an expiry. Created by
+# revision 0004_inbox.
+stream_lease = Table(
+    "outboxkit_stream_lease",
+    metadata,
+    Column("group_name", String(255), nullable=False),
+    # A stream name for a partition lease, or "member:<consumer>" for a heartbeat.
+    Column("name", String(600), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("group_name", "name", name="pk_outboxkit_stream_lease"),
 )

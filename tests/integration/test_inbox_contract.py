@@ -19,13 +19,14 @@ import outbox
 from outbox import Envelope
 from outbox.brokers import StreamLayout, connect_subscriber
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
+from tests._tables import create_toolkit_tables
 
 
 @pytest.fixture
 def app_db(pg_url: str) -> str:
     engine = create_engine(pg_url)
     domain.create_all(engine)
-    outbox.metadata.create_all(engine)
+    create_toolkit_tables(engine)
     engine.dispose()
     return pg_url
 
