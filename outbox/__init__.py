@@ -20,8 +20,15 @@ from ._migrate import (
     upgrade,
     upgrade_sql,
 )
-from ._publish import TOPIC_PATTERN, Message, publish, publish_many
-from ._redact import redact_url
+from ._publish import (
+    TOPIC_PATTERN,
+    Message,
+    publish,
+    publish_many,
+    unawaited_publishes,
+    watch_async_publishes,
+)
+from ._redact import redact_text, redact_url
 from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._wire import decode_entry, encode_entry
@@ -94,12 +101,15 @@ __all__ = [
     "outbox_tables",
     "publish",
     "publish_many",
+    "redact_text",
     "redact_url",
     "sync_url",
     "tables_missing",
+    "unawaited_publishes",
     "upgrade",
     "upgrade_sql",
     "use_schema",
+    "watch_async_publishes",
 ]
 
 __version__ = "0.1.0"

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 
+from ._redact import redact_text
+
 __all__ = ["driver_reason", "is_missing_table"]
 
 # PostgreSQL's undefined_table (psycopg's UndefinedTable).
 _UNDEFINED_TABLE = "42P01"
 
 _QUOTED_VALUE = re.compile(r': "[^"]*"$')
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 
 
 def driver_reason(exc: BaseException) -> str:
@@ -30,7 +31,7 @@ def driver_reason(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     text = str(primary or orig).strip()
     first = text.splitlines()[0].strip() if text else ""
-    first = _URL_PASSWORD.sub(r"\g<head>***@", _QUOTED_VALUE.sub(': "***"', first))
+    first = redact_text(_QUOTED_VALUE.sub(': "***"', first))
     sqlstate = getattr(orig, "sqlstate", None)
     reason = first or type(orig).__name__
     return f"{reason} (SQLSTATE {sqlstate})" if sqlstate else reason
