@@ -31,9 +31,9 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 from sqlalchemy import Engine, inspect
@@ -500,13 +500,13 @@ class ConsumerRunner:
     async def _release_parked(self) -> None:
         """Hand parked entries to their handlers once the dead letter ahead of them is retried or purged."""
         while True:
-            await asyncio.to_thread(release_parked, self._engine, self.registry, self.config.group)
+            await _to_thread_to_the_end(release_parked, self._engine, self.registry, self.config.group)
             if await self._wait_stop(_RELEASE_INTERVAL):
                 return
 
     async def _retain(self, retention: dt.timedelta) -> None:
         while not await self._wait_stop(self.config.retention_interval.total_seconds()):
-            deleted = await asyncio.to_thread(
+            deleted = await _to_thread_to_the_end(
                 purge_inbox,
                 self._engine,
                 older_than=retention,
@@ -533,6 +533,28 @@ async def _wait_event(event: threading.Event, seconds: float) -> None:
 
 # Waiting cannot fix these: a mistyped database name, a wrong password or role,
 # a pg_hba.conf refusal. Say so at once instead of after ~10 s of retries (#9).
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+async def _to_thread_to_the_end(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``asyncio.to_thread`` that, when cancelled, still waits for its thread before re-raising.
+
+    Cancelling a task does not stop the thread it awaits. A side task (parked
+    keys, retention) cancelled at shutdown left its thread holding a pooled
+    connection, which it handed back after ``aclose`` had disposed of the
+    engine: never closed, it surfaced later as psycopg's "deleted while still
+    open" ResourceWarning in an unrelated test.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
 _REFUSED_FOR_GOOD = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
 
 

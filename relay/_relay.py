@@ -155,7 +155,26 @@ class Relay:
         self.engine.dispose()
 
     def run(self) -> RelayStats:
-        """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters."""
+        """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters.
+
+        Closes the relay on every way out, a failed start included: a relay
+        whose schema check failed used to keep its pooled connections open
+        until the garbage collector found them (a psycopg ResourceWarning).
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        started = time.monotonic()
+        try:
+            while not self.stopping:
+                self._tick()
+        finally:
+            self._shutdown(started)
+        return self.stats
+
+    def _start(self) -> None:
         check_schema(self.engine, self.tables)
         try:
             partitions = self.leases.ensure_partitions()
@@ -176,13 +195,6 @@ class Relay:
             partitions=partitions,
             batch_size=self.config.batch_size,
         )
-        started = time.monotonic()
-        try:
-            while not self.stopping:
-                self._tick()
-        finally:
-            self._shutdown(started)
-        return self.stats
 
     def _shutdown(self, started: float) -> None:
         try:
