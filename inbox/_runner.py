@@ -500,7 +500,12 @@ class ConsumerRunner:
     async def _release_parked(self) -> None:
         """Hand parked entries to their handlers once the dead letter ahead of them is retried or purged."""
         while True:
-            await _to_thread_to_the_end(release_parked, self._engine, self.registry, self.config.group)
+            try:
+                await _to_thread_to_the_end(release_parked, self._engine, self.registry, self.config.group)
+            except DBAPIError as exc:
+                # A database outage must not end the consumer from this side task:
+                # the handlers ride it out too, and the next round tries again.
+                self._log.warning("inbox.park_release_failed", error=driver_reason(exc))
             if await self._wait_stop(_RELEASE_INTERVAL):
                 return
 
