@@ -40,6 +40,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from brokers import Delivery, Subscriber
 from outbox import (
     BrokerAuthError,
     BrokerError,
@@ -52,7 +53,6 @@ from outbox import (
     use_schema,
 )
 from outbox._dberrors import driver_reason
-from outbox.brokers import Delivery, Subscriber
 from outbox.errors import MIGRATE_HINT
 
 from . import _metrics as m

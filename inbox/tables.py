@@ -11,7 +11,7 @@ reason, and how many times it was delivered. It lives in the consumer's own
 database, next to the inbox, so listing and retrying never needs the broker.
 
 ``metadata`` holds the consume side's two tables. The SQL-table broker's
-lease table (``outbox.brokers.sql_tables.stream_lease``), created by the same revision,
+lease table (``brokers.sql_table.tables.stream_lease``), created by the same revision,
 belongs to the broker's own ``metadata``.
 """
 

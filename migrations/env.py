@@ -13,13 +13,13 @@ from typing import Any
 from alembic import context
 from sqlalchemy.pool import NullPool
 
+import brokers.sql_table.tables
 import inbox.tables
 import relay.tables
 import saga.tables
 from outbox import create_engine
 from outbox import tables as outbox_tables
 from outbox._migrate import VERSION_TABLE, migration_names
-from outbox.brokers import sql_tables
 
 config = context.config
 names = migration_names(config.attributes)
@@ -30,7 +30,7 @@ assert url is not None  # noqa: S101 - set by outbox._migrate
 # `alembic check` on this environment proves scripts and tables agree.
 TOOLKIT_METADATA = (
     outbox_tables.metadata,
-    sql_tables.metadata,
+    brokers.sql_table.tables.metadata,
     relay.tables.metadata,
     inbox.tables.metadata,
     saga.tables.metadata,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
 from ._backoff import FailureBackoff, RetryWait
+from ._crashpoints import CRASH_AT_ENV, CRASH_POINTS, CRASH_SKIP_ENV, crash_point
 from ._dberrors import is_missing_table
 from ._engine import SQLITE_BUSY_TIMEOUT, async_url, create_async_engine, create_engine, sync_url
 from ._envelope import Envelope, key_hash
@@ -57,6 +58,9 @@ from .tables import metadata, outbox_tables
 
 __all__ = [
     "BRANCH_LABEL",
+    "CRASH_AT_ENV",
+    "CRASH_POINTS",
+    "CRASH_SKIP_ENV",
     "SQLITE_BUSY_TIMEOUT",
     "TOPIC_PATTERN",
     "VERSION_TABLE",
@@ -86,6 +90,7 @@ __all__ = [
     "ValidationError",
     "async_url",
     "autogenerate_filter",
+    "crash_point",
     "create_async_engine",
     "create_engine",
     "current_revision",

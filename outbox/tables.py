@@ -8,7 +8,7 @@ it on the broker. Columns the relay needs are here from the start: a monotonic
 
 ``metadata`` holds these two tables under their default names, and nothing
 else: every package owns the ``metadata`` of its own tables (``inbox.tables``,
-``relay.tables``, ``saga.tables``, ``outbox.brokers.sql_tables``) instead of
+``relay.tables``, ``saga.tables``, ``brokers.sql_table.tables``) instead of
 adding them here on import, so what a ``MetaData`` holds never depends on
 what a process happened to import. :func:`outbox_tables` builds the same
 tables under the names of an :class:`~outbox.config.OutboxConfig`.

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from brokers import EntryStatus, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox import (
     BrokerAuthError,
     BrokerError,
@@ -32,7 +33,6 @@ from outbox import (
     use_schema,
 )
 from outbox._crashpoints import crash_point
-from outbox.brokers import EntryStatus, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
 from ._config import RelayConfig

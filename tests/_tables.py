@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, MetaData
 
+import brokers.sql_table.tables
 import inbox.tables
 import outbox
 import relay.tables
 import saga.tables
-from outbox.brokers import sql_tables
 
 TOOLKIT_METADATA: tuple[MetaData, ...] = (
     outbox.metadata,
-    sql_tables.metadata,
+    brokers.sql_table.tables.metadata,
     relay.tables.metadata,
     inbox.tables.metadata,
     saga.tables.metadata,

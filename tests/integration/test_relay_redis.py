@@ -19,9 +19,9 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 import outbox
+from brokers import EntryStatus, Fence, OutgoingEntry, PublishResult, StreamLayout
+from brokers.redis_streams import RedisStreamsPublisher
 from outbox import BrokerAuthError
-from outbox.brokers import EntryStatus, Fence, OutgoingEntry, PublishResult, StreamLayout
-from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from relay import Relay, RelayConfig
 from relay._leases import LeaseManager
 from tests._cli import run_cli

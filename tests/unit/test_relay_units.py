@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
+from brokers import EntryStatus, Fence, OutgoingEntry, connect_publisher
+from brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
 from outbox import BrokerError, ConfigError, FencedError
-from outbox.brokers import EntryStatus, Fence, OutgoingEntry, connect_publisher
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
+from outboxkit.cli._options import parse_topic_partitions
 from relay import RelayConfig
-from relay.cli._options import parse_topic_partitions
 
 
 @pytest.mark.parametrize(
