@@ -75,6 +75,8 @@ class Relay:
         config: what to relay where.
         publisher: a broker publisher; by default one for ``config.broker_url``.
         engine: a SQLAlchemy engine; by default one for ``config.database_url``.
+            An engine passed in stays the caller's: :meth:`close` disposes only
+            the engine the relay created.
         metrics: Prometheus metrics to update, if any.
 
     .. versionadded:: 0.1
@@ -91,6 +93,8 @@ class Relay:
         self.config = config
         self.relay_id = config.relay_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.engine = use_schema(engine or make_engine(config.database_url), config.outbox.schema)
+        # Disposing a caller's engine would close the pooled connections they still use.
+        self._owns_engine = engine is None
         self.publisher = publisher or connect_publisher(
             config.broker_url,
             key_prefix=config.layout.prefix,
@@ -149,10 +153,14 @@ class Relay:
         return self._stopping.is_set()
 
     def close(self) -> None:
-        """Release the listener, the broker connection and the database pool (``run`` does it on exit)."""
+        """Release the listener, the broker connection and the database pool (``run`` does it on exit).
+
+        The pool is disposed only when the relay created the engine.
+        """
         self.waker.close()
         self.publisher.close()
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def run(self) -> RelayStats:
         """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters.
