@@ -14,7 +14,7 @@ from __future__ import annotations
 from ._connect import broker_kind, connect_publisher, connect_subscriber, needs_hash_tags
 from ._durability import Durability
 from ._naming import MAX_PARTITIONS, StreamLayout
-from ._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, Publisher, PublishResult
+from ._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, Publisher, PublishResult
 from ._subscriber import (
     Delivery,
     GroupStatus,
@@ -29,9 +29,9 @@ __all__ = [
     "Delivery",
     "Durability",
     "EntryOutcome",
+    "EntryStatus",
     "Fence",
     "GroupStatus",
-    "Outcome",
     "OutgoingEntry",
     "PositionLookup",
     "PositionTracking",

@@ -31,8 +31,8 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "EntryOutcome",
+    "EntryStatus",
     "Fence",
-    "Outcome",
     "OutgoingEntry",
     "PublishResult",
     "Publisher",
@@ -63,8 +63,8 @@ class Fence:
     epoch: int
 
 
-class Outcome(enum.Enum):
-    """What happened to one entry of a batch."""
+class EntryStatus(enum.Enum):
+    """What the broker did with one entry of a batch: published, rejected, or skipped (not taken)."""
 
     PUBLISHED = "published"
     REJECTED = "rejected"
@@ -73,9 +73,9 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EntryOutcome:
-    """Outcome of one entry: its broker id when published, the error when rejected."""
+    """The result for one entry: its status, its broker id when published, the error when rejected."""
 
-    outcome: Outcome
+    outcome: EntryStatus
     entry_id: str | None = None
     error: str | None = None
 

@@ -14,7 +14,7 @@ from brokers import GroupStatus
 
 from ._config import ConsumerConfig, Mode, default_consumer_name
 from ._dead_letters import (
-    DeadLetter,
+    ConsumerDeadLetter,
     count_dead_letters,
     purge_dead_letters,
     retry_dead_letter,
@@ -22,7 +22,7 @@ from ._dead_letters import (
 )
 from ._dedup import (
     AsyncHandler,
-    Outcome,
+    ProcessResult,
     SyncHandler,
     process,
     process_async,
@@ -46,15 +46,15 @@ __all__ = [
     "PARKED_ERROR",
     "AsyncHandler",
     "ConsumerConfig",
+    "ConsumerDeadLetter",
     "ConsumerHealth",
     "ConsumerRunner",
-    "DeadLetter",
     "DeadLetterGauges",
     "GroupStatus",
     "HandlerContractError",
     "HandlerSpec",
     "Mode",
-    "Outcome",
+    "ProcessResult",
     "Registry",
     "Reject",
     "SyncHandler",

@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from brokers import Delivery
 from outbox import Envelope, StorageError, decode_entry
 
-from ._dedup import Outcome, process
+from ._dedup import ProcessResult, process
 from ._registry import Registry
 from .tables import inbox_dead_letter
 
 __all__ = [
-    "DeadLetter",
+    "ConsumerDeadLetter",
     "count_dead_letters",
     "insert_dead_letter",
     "purge_dead_letters",
@@ -40,8 +40,10 @@ _MAX_ERROR = 4000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class DeadLetter:
-    """One dead letter as stored.
+class ConsumerDeadLetter:
+    """A broker entry a consumer gave up handling, as stored (``outboxkit consumer-dead-letters``).
+
+    Not the relay's ``OutboxDeadLetter``, an outbox row it gave up publishing.
 
     .. versionadded:: 0.1
     """
@@ -110,17 +112,19 @@ def insert_dead_letter(
     return conn.execute(stmt.returning(inbox_dead_letter.c.id)).first() is not None
 
 
-def _to_dead_letter(row: RowMapping) -> DeadLetter:
+def _to_dead_letter(row: RowMapping) -> ConsumerDeadLetter:
     values = dict(row)
     values["fields"] = json.loads(str(values["fields"]))
     for name in ("dead_lettered_at", "retried_at"):
         when = values[name]
         if isinstance(when, dt.datetime) and when.tzinfo is None:
             values[name] = when.replace(tzinfo=dt.UTC)
-    return DeadLetter(**values)
+    return ConsumerDeadLetter(**values)
 
 
-def select_dead_letters(engine: Engine, *, consumer: str | None = None, limit: int = 100) -> list[DeadLetter]:
+def select_dead_letters(
+    engine: Engine, *, consumer: str | None = None, limit: int = 100
+) -> list[ConsumerDeadLetter]:
     """The oldest dead letters not retried yet, of one consumer or all.
 
     .. versionadded:: 0.1
@@ -148,7 +152,7 @@ def purge_dead_letters(engine: Engine, *, consumer: str | None = None, ids: list
         return conn.execute(stmt).rowcount
 
 
-def retry_dead_letter(engine: Engine, registry: Registry, dead_letter_id: int) -> Outcome:
+def retry_dead_letter(engine: Engine, registry: Registry, dead_letter_id: int) -> ProcessResult:
     """Run a dead letter's sync handler again, idempotently, and mark it retried on success.
 
     The handler runs through the inbox like any delivery, in one transaction

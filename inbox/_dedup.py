@@ -27,16 +27,21 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from outbox import Envelope, SchemaMissingError, StorageError, ValidationError
+from outbox import (
+    Envelope,
+    StorageError,
+    ValidationError,
+    is_missing_table,
+    tables_missing,
+)
 from outbox._dberrors import driver_reason
-from outbox.errors import MIGRATE_HINT
 
 from ._guard import call_sync, guarded
 from .tables import inbox
 
 __all__ = [
     "AsyncHandler",
-    "Outcome",
+    "ProcessResult",
     "SyncHandler",
     "process",
     "process_async",
@@ -56,8 +61,8 @@ SyncTarget: TypeAlias = Session | Connection
 AsyncTarget: TypeAlias = AsyncSession | AsyncConnection
 
 
-class Outcome(enum.StrEnum):
-    """What happened to one message.
+class ProcessResult(enum.StrEnum):
+    """What :func:`process` did with one message for one consumer: ran its handler, or found a duplicate.
 
     .. versionadded:: 0.1
     """
@@ -115,9 +120,8 @@ def _dialect(target: SyncTarget | AsyncTarget) -> Dialect:
 
 
 def _storage_error(exc: DBAPIError) -> StorageError:
-    text = str(exc.orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"inbox table 'outboxkit_inbox' is missing: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing("inbox table 'outboxkit_inbox'")
     return StorageError(f"could not write to the inbox: {driver_reason(exc)}")
 
 
@@ -235,7 +239,7 @@ async def record_message_async(
 
 def process(
     session: Session, consumer: str, message: Envelope, handler: SyncHandler, *, attempts: int = 1
-) -> Outcome:
+) -> ProcessResult:
     """Run ``handler(message, session)`` unless ``consumer`` already processed ``message``.
 
     The inbox row and the handler's effects (including messages it publishes
@@ -243,7 +247,7 @@ def process(
     both durable, roll it back if this raises. Nothing here commits.
 
     Returns:
-        :attr:`Outcome.PROCESSED` or :attr:`Outcome.DUPLICATE`.
+        :attr:`ProcessResult.PROCESSED` or :attr:`ProcessResult.DUPLICATE`.
 
     Raises:
         Whatever the handler raises; the caller must roll back.
@@ -251,21 +255,21 @@ def process(
     .. versionadded:: 0.1
     """
     if not record_message(session, consumer, message.id, topic=message.topic, attempts=attempts):
-        return Outcome.DUPLICATE
+        return ProcessResult.DUPLICATE
     with guarded(session.info):
         call_sync(handler, message, session, getattr(handler, "__qualname__", repr(handler)))
-    return Outcome.PROCESSED
+    return ProcessResult.PROCESSED
 
 
 async def process_async(
     session: AsyncSession, consumer: str, message: Envelope, handler: AsyncHandler, *, attempts: int = 1
-) -> Outcome:
+) -> ProcessResult:
     """Async form of :func:`process`: ``await handler(message, session)`` unless a duplicate.
 
     .. versionadded:: 0.1
     """
     if not await record_message_async(session, consumer, message.id, topic=message.topic, attempts=attempts):
-        return Outcome.DUPLICATE
+        return ProcessResult.DUPLICATE
     with guarded(session.info):
         await handler(message, session)
-    return Outcome.PROCESSED
+    return ProcessResult.PROCESSED

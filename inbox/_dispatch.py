@@ -15,7 +15,7 @@ from outbox import SchemaMissingError, StorageError
 from outbox._crashpoints import crash_point
 
 from ._config import Mode
-from ._dedup import AsyncHandler, Outcome, process_async, record_messages_async
+from ._dedup import AsyncHandler, ProcessResult, process_async, record_messages_async
 from ._guard import HandlerContractError, HandlerSession, guarded
 from ._handling import Item, SyncDispatcher, Verdict, error_text
 from ._registry import Reject
@@ -105,7 +105,7 @@ class Dispatcher(SyncDispatcher):
         self._batch_done(items, outcomes, time.perf_counter() - started)
         return [item.delivery.entry_id for item in items]
 
-    async def _execute_batch_async(self, items: list[Item]) -> list[Outcome]:
+    async def _execute_batch_async(self, items: list[Item]) -> list[ProcessResult]:
         if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
             msg = "async handlers need an async engine"
             raise StorageError(msg)
@@ -129,9 +129,9 @@ class Dispatcher(SyncDispatcher):
                     handler: AsyncHandler = item.spec.func  # type: ignore[assignment]
                     with guarded(session.info), self._span(item):
                         await handler(item.message, session)
-                    outcomes.append(Outcome.PROCESSED)
+                    outcomes.append(ProcessResult.PROCESSED)
                 else:
-                    outcomes.append(Outcome.DUPLICATE)
+                    outcomes.append(ProcessResult.DUPLICATE)
             deliveries = [i.delivery for i in items]
             await session.run_sync(lambda s: self.record_position(s.connection(), deliveries))
         self.finished(items[0].delivery.stream, [i.delivery.entry_id for i in items])
@@ -171,7 +171,7 @@ class Dispatcher(SyncDispatcher):
             self._record_outcome(item.message, outcome, attempt, time.perf_counter() - started)
             return True
 
-    async def _execute_async(self, item: Item, attempt: int) -> Outcome:
+    async def _execute_async(self, item: Item, attempt: int) -> ProcessResult:
         if self._async_engine is None:  # pragma: no cover - the runner creates it for async handlers
             msg = "async handlers need an async engine"
             raise StorageError(msg)

@@ -8,24 +8,47 @@ from collections.abc import Awaitable, Mapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from outbox import Envelope, JSONValue, ValidationError, publish
+from outbox import Envelope, HeadersError, JSONValue, ValidationError, publish
 
 __all__ = ["follow_up_headers", "publish_follow_up", "publish_follow_up_async"]
 
 
-def follow_up_headers(cause: Envelope, headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Headers for a message produced while handling ``cause``.
+CORRELATION_ID = "correlation_id"
+CAUSATION_ID = "causation_id"
 
-    ``correlation_id`` is copied (or starts as the cause's id), ``causation_id``
-    is the cause's id; ``headers`` are added on top and win.
+
+def follow_up_headers(cause: Envelope, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Headers for a message produced while handling ``cause``: ``headers`` plus the flow's two.
+
+    - ``causation_id`` is the id of ``cause``, the message being handled;
+    - ``correlation_id`` is carried over from ``cause`` unchanged, or starts
+      as the cause's own id when it had none (the cause started the flow);
+    - ``headers`` add anything else (``tenant``, ``traceparent`` ...).
+
+    The cause decides the two flow headers; the caller cannot override them.
+    A saga's command, the participant's reply and the next command form one
+    chain that is only traceable if every link names its real cause and the
+    flow it belongs to, so a different ``correlation_id`` or ``causation_id``
+    in ``headers`` is refused rather than kept or silently dropped. A message
+    that starts a new flow takes fresh headers (``saga.new_flow_headers()``)
+    instead of follow-up ones. The same function serves the inbox and sagas
+    (``saga.follow_up_headers`` is this one).
+
+    Raises:
+        HeadersError: ``headers`` sets ``correlation_id`` or ``causation_id``
+            to another value than the cause gives.
 
     .. versionadded:: 0.1
     """
-    result = {
-        "correlation_id": cause.correlation_id or str(cause.id),
-        "causation_id": str(cause.id),
-    }
-    result.update(headers or {})
+    flow = {CORRELATION_ID: cause.correlation_id or str(cause.id), CAUSATION_ID: str(cause.id)}
+    result = dict(headers or {})
+    for name, value in flow.items():
+        if result.get(name, value) != value:
+            msg = (
+                f"header {name!r} of a follow-up is set from the message being handled; drop it from headers"
+            )
+            raise HeadersError(msg)
+    result.update(flow)
     return result
 
 

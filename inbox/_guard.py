@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from outbox import ConfigError, OutboxError
-from outbox._publish import PENDING_PUBLISHES
+from outbox import ConfigError, OutboxError, unawaited_publishes, watch_async_publishes
 
 __all__ = ["HandlerContractError", "HandlerSession", "call_sync", "check_signature", "guarded"]
 
@@ -56,17 +55,11 @@ class guarded:  # noqa: N801 - used as a context manager, like contextlib's
     def __enter__(self) -> None:
         self._info[_RUNNING] = True
         self._info.pop(_COMMITTED, None)
-        self._info[PENDING_PUBLISHES] = []
+        watch_async_publishes(self._info)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._info.pop(_RUNNING, None)
-        unawaited = [
-            c
-            for c in self._info.pop(PENDING_PUBLISHES, [])
-            if inspect.iscoroutine(c) and inspect.getcoroutinestate(c) == inspect.CORO_CREATED
-        ]
-        for coroutine in unawaited:
-            coroutine.close()
+        unawaited = unawaited_publishes(self._info)
         if exc_type is not None:
             return
         if self._info.pop(_COMMITTED, False):

@@ -25,14 +25,14 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokers import Delivery
-from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
+from outbox import DecodeError, Envelope, RetryWait, SchemaMissingError, StorageError, decode_entry
 from outbox._crashpoints import crash_point
 
 from . import _metrics as m
 from ._config import ConsumerConfig, Mode
 from ._dead_letters import insert_dead_letter
 from ._dedup import (
-    Outcome,
+    ProcessResult,
     SyncHandler,
     process,
     record_messages,
@@ -102,6 +102,9 @@ class SyncDispatcher:
         self._track_positions = track_positions
         self._trackers: dict[str, BatchPositions] = {}
         self._config = config
+        # No jitter: a message's retries are in-process sleeps of one worker,
+        # exactly retry_delay doubling up to max_retry_delay as documented.
+        self._retry_wait = RetryWait(base=config.retry_delay, cap=config.max_retry_delay, jitter=False)
         self._engine = engine
         self._async_engine = async_engine
         self._consumer = config.group
@@ -194,7 +197,7 @@ class SyncDispatcher:
             # pill that kills the process. Stop the crash loop, unless it was in
             # fact processed and only the acknowledgement kept failing.
             if self._already_processed(message):
-                self._record_outcome(message, Outcome.DUPLICATE, delivery.deliveries, None)
+                self._record_outcome(message, ProcessResult.DUPLICATE, delivery.deliveries, None)
                 return None, True
             reason = (
                 f"delivered {delivery.deliveries} times without completing"
@@ -213,11 +216,11 @@ class SyncDispatcher:
     # -- outcomes --------------------------------------------------------------------
 
     def _record_outcome(
-        self, message: Envelope, outcome: Outcome, attempt: int, seconds: float | None
+        self, message: Envelope, outcome: ProcessResult, attempt: int, seconds: float | None
     ) -> None:
         m.MESSAGES.labels(self._consumer, message.topic, outcome.value).inc()
         ids = {"message_id": str(message.id), "topic": message.topic, "consumer": self._consumer}
-        if outcome is Outcome.DUPLICATE:
+        if outcome is ProcessResult.DUPLICATE:
             log.info("inbox.duplicate_skipped", **ids, attempt=attempt)
             return
         if seconds is None:  # part of a batch: the batch logs one line
@@ -261,8 +264,7 @@ class SyncDispatcher:
         return Verdict.LEAVE if stop.is_set() else Verdict.RETRY
 
     def _delay(self, attempt: int) -> float:
-        delay = min(self._config.retry_delay * (1 << min(attempt - 1, 16)), self._config.max_retry_delay)
-        return delay.total_seconds()
+        return self._retry_wait.delay(attempt).total_seconds()
 
     def _dead_letter(
         self, delivery: Delivery, message: Envelope | None, error: str, deliveries: int, stop: threading.Event
@@ -389,7 +391,7 @@ class SyncDispatcher:
             self._record_outcome(item.message, outcome, attempt, time.perf_counter() - started)
             return True
 
-    def _execute_sync(self, item: Item, attempt: int) -> Outcome:
+    def _execute_sync(self, item: Item, attempt: int) -> ProcessResult:
         with (
             structlog.contextvars.bound_contextvars(
                 message_id=str(item.message.id), correlation_id=item.message.correlation_id
@@ -441,7 +443,7 @@ class SyncDispatcher:
         )
         return []
 
-    def _batch_done(self, items: list[Item], outcomes: list[Outcome], seconds: float) -> None:
+    def _batch_done(self, items: list[Item], outcomes: list[ProcessResult], seconds: float) -> None:
         for item, outcome in zip(items, outcomes, strict=True):
             self._record_outcome(item.message, outcome, item.delivery.deliveries, None)
         m.HANDLER_SECONDS.labels(self._consumer, items[0].message.topic).observe(seconds / len(items))
@@ -450,11 +452,11 @@ class SyncDispatcher:
             consumer=self._consumer,
             stream=items[0].delivery.stream,
             batch_size=len(items),
-            processed=sum(o is Outcome.PROCESSED for o in outcomes),
+            processed=sum(o is ProcessResult.PROCESSED for o in outcomes),
             duration_ms=round(seconds * 1000, 3),
         )
 
-    def _execute_batch_sync(self, items: list[Item]) -> list[Outcome]:
+    def _execute_batch_sync(self, items: list[Item]) -> list[ProcessResult]:
         with HandlerSession(self._engine, expire_on_commit=False) as session, session.begin():
             fresh = record_messages(
                 session,
@@ -470,9 +472,9 @@ class SyncDispatcher:
                     handler: SyncHandler = item.spec.func  # type: ignore[assignment]
                     with guarded(session.info), self._span(item):
                         call_sync(handler, item.message, session, item.spec.name)
-                    outcomes.append(Outcome.PROCESSED)
+                    outcomes.append(ProcessResult.PROCESSED)
                 else:
-                    outcomes.append(Outcome.DUPLICATE)
+                    outcomes.append(ProcessResult.DUPLICATE)
             self.record_position(session.connection(), [i.delivery for i in items])
             crash_point("inbox.after_handler")
         self.finished(items[0].delivery.stream, [i.delivery.entry_id for i in items])

@@ -31,28 +31,28 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokers import Delivery, PositionTracking, Subscriber
-from brokers.sql_table import async_url, configure_sqlite, sync_url
 from outbox import (
     BrokerAuthError,
     BrokerError,
     ConfigError,
     SchemaMissingError,
     StorageError,
+    create_async_engine,
+    create_engine,
     redact_url,
     use_schema,
 )
 from outbox._dberrors import driver_reason
-from outbox._urls import invalid_database_url
 from outbox.errors import MIGRATE_HINT
 
 from . import _metrics as m
@@ -119,9 +119,7 @@ class ConsumerRunner:
         self._engine = use_schema(self._sync_engine(db), config.schema)
         self._async_engine: AsyncEngine | None = None
         if any(spec.is_async for spec in registry.specs):
-            self._async_engine = use_schema(create_async_engine(async_url(self._engine.url)), config.schema)
-            if self._async_engine.dialect.name == "sqlite":
-                configure_sqlite(self._async_engine.sync_engine)
+            self._async_engine = create_async_engine(self._engine.url, schema=config.schema)
         self.streams = [s for topic in registry.topics for s in config.layout.streams_of(topic)]
         # Kafka: offsets stored with the inbox rows, and partitions started there (docs/consumers.md).
         positions = False
@@ -149,13 +147,7 @@ class ConsumerRunner:
         # No pool_pre_ping: it costs a round trip per transaction. A dropped
         # connection fails the attempt as a transient error, is discarded by the
         # pool, and the message is retried on a fresh one.
-        try:
-            engine = create_engine(sync_url(db), pool_size=self.config.concurrency + 2)
-        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            raise invalid_database_url(db, exc) from None
-        if engine.dialect.name == "sqlite":
-            configure_sqlite(engine)
-        return engine
+        return create_engine(db, pool_size=self.config.concurrency + 2)
 
     @property
     def engine(self) -> Engine:
@@ -533,8 +525,10 @@ class ConsumerRunner:
         """Hand parked entries to their handlers once the dead letter ahead of them is retried or purged."""
         while True:
             try:
-                await asyncio.to_thread(release_parked, self._engine, self.registry, self.config.group)
-            except (DBAPIError, StorageError) as exc:  # a database outage must not stop the consumer
+                await _to_thread_to_the_end(release_parked, self._engine, self.registry, self.config.group)
+            except (DBAPIError, StorageError) as exc:
+                # A database outage must not end the consumer from this side task:
+                # the handlers ride it out too, and the next round tries again.
                 self._log.warning(
                     "inbox.storage_unavailable", task="release_parked", error=type(exc).__name__
                 )
@@ -543,7 +537,7 @@ class ConsumerRunner:
 
     async def _retain(self, retention: dt.timedelta) -> None:
         while not await self._wait_stop(self.config.retention_interval.total_seconds()):
-            deleted = await asyncio.to_thread(
+            deleted = await _to_thread_to_the_end(
                 purge_inbox,
                 self._engine,
                 older_than=retention,
@@ -570,6 +564,28 @@ async def _wait_event(event: threading.Event, seconds: float) -> None:
 
 # Waiting cannot fix these: a mistyped database name, a wrong password or role,
 # a pg_hba.conf refusal. Say so at once instead of after ~10 s of retries (#9).
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+async def _to_thread_to_the_end(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``asyncio.to_thread`` that, when cancelled, still waits for its thread before re-raising.
+
+    Cancelling a task does not stop the thread it awaits. A side task (parked
+    keys, retention) cancelled at shutdown left its thread holding a pooled
+    connection, which it handed back after ``aclose`` had disposed of the
+    engine: never closed, it surfaced later as psycopg's "deleted while still
+    open" ResourceWarning in an unrelated test.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
 _REFUSED_FOR_GOOD = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
 
 

@@ -16,8 +16,9 @@ positions are plain offsets (Kafka): a consumer restarted between its
 database commit and its broker commit resumes from the database (revision
 ``0006_consumer_offset``).
 
-The SQL-table broker's lease table (``brokers.sql_table.tables``) is created by
-the same revision and imported here so ``metadata`` holds every table.
+``metadata`` holds the consume side's tables. The SQL-table broker's lease table
+(``brokers.sql_table.tables.stream_lease``), created by revision 0004, belongs to
+the broker's own ``metadata``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -35,10 +37,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from brokers.sql_table.tables import stream_lease
-from outbox.tables import metadata
+from outbox.tables import NAMING_CONVENTION
 
-__all__ = ["consumer_offset", "inbox", "inbox_dead_letter", "stream_lease"]
+__all__ = ["consumer_offset", "inbox", "inbox_dead_letter", "metadata"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

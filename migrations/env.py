@@ -11,16 +11,32 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+import brokers.sql_table.tables
+import inbox.tables
+import relay.tables
+import saga.tables
+from outbox import create_engine
+from outbox import tables as outbox_tables
 from outbox._migrate import VERSION_TABLE, migration_names
 
 config = context.config
 names = migration_names(config.attributes)
 url = config.get_main_option("sqlalchemy.url")
 assert url is not None  # noqa: S101 - set by outbox._migrate
+# Every toolkit table, from the metadata each package owns (listed here, not
+# filled by import side effects): what these scripts must create, so
+# `alembic check` on this environment proves scripts and tables agree.
+TOOLKIT_METADATA = (
+    outbox_tables.metadata,
+    brokers.sql_table.tables.metadata,
+    relay.tables.metadata,
+    inbox.tables.metadata,
+    saga.tables.metadata,
+)
 opts: dict[str, Any] = {
+    "target_metadata": TOOLKIT_METADATA,
     "version_table": VERSION_TABLE,
     "version_table_schema": names.schema,
     "render_as_batch": url.startswith("sqlite"),

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
+from ._backoff import FailureBackoff, RetryWait
 from ._crashpoints import CRASH_AT_ENV, CRASH_POINTS, CRASH_SKIP_ENV, crash_point
+from ._dberrors import is_missing_table
+from ._engine import SQLITE_BUSY_TIMEOUT, async_url, create_async_engine, create_engine, sync_url
 from ._envelope import Envelope, key_hash
 from ._migrate import (
     BRANCH_LABEL,
@@ -18,8 +21,15 @@ from ._migrate import (
     upgrade,
     upgrade_sql,
 )
-from ._publish import TOPIC_PATTERN, Message, publish, publish_many
-from ._redact import redact_url
+from ._publish import (
+    TOPIC_PATTERN,
+    Message,
+    publish,
+    publish_many,
+    unawaited_publishes,
+    watch_async_publishes,
+)
+from ._redact import redact_text, redact_url
 from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._tracing import add_trace_ids
@@ -43,6 +53,7 @@ from .errors import (
     StorageError,
     TopicError,
     ValidationError,
+    tables_missing,
 )
 from .tables import metadata, outbox_tables
 
@@ -51,6 +62,7 @@ __all__ = [
     "CRASH_AT_ENV",
     "CRASH_POINTS",
     "CRASH_SKIP_ENV",
+    "SQLITE_BUSY_TIMEOUT",
     "TOPIC_PATTERN",
     "VERSION_TABLE",
     "BrokerAuthError",
@@ -58,6 +70,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "Envelope",
+    "FailureBackoff",
     "FencedError",
     "HeadersError",
     "JSONValue",
@@ -68,6 +81,7 @@ __all__ = [
     "OutboxError",
     "PayloadTooLargeError",
     "PublishError",
+    "RetryWait",
     "SagaError",
     "SchemaMissingError",
     "SerializationError",
@@ -76,24 +90,33 @@ __all__ = [
     "TopicError",
     "ValidationError",
     "add_trace_ids",
+    "async_url",
     "autogenerate_filter",
     "crash_point",
+    "create_async_engine",
+    "create_engine",
     "current_revision",
     "decode_entry",
     "default_serializer",
     "downgrade",
     "encode_entry",
     "head_revision",
+    "is_missing_table",
     "key_hash",
     "metadata",
     "migrations_path",
     "outbox_tables",
     "publish",
     "publish_many",
+    "redact_text",
     "redact_url",
+    "sync_url",
+    "tables_missing",
+    "unawaited_publishes",
     "upgrade",
     "upgrade_sql",
     "use_schema",
+    "watch_async_publishes",
 ]
 
 __version__ = "0.1.0"

@@ -16,13 +16,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, inspect, text
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from ._engine import create_engine
 from ._redact import redact_url
-from ._schema import check_schema_dialect
-from ._urls import invalid_database_url
 from .config import DEFAULT_TABLE, OutboxConfig
 from .errors import ConfigError, StorageError
 
@@ -84,12 +83,8 @@ def _alembic_config(url: str, config: OutboxConfig | None) -> Config:
 
 
 def _check_url(url: str, config: OutboxConfig | None = None) -> None:
-    try:
-        engine = create_engine(url, poolclass=NullPool)
-    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        raise invalid_database_url(url, exc) from None
-    engine.dispose()
-    check_schema_dialect(engine.dialect.name, (config or OutboxConfig()).schema)
+    # Builds (and drops) an engine only to refuse a bad URL, or a schema on SQLite, up front.
+    create_engine(url, schema=(config or OutboxConfig()).schema, poolclass=NullPool).dispose()
 
 
 def _adopted_revisions(conn: Connection, schema: str | None) -> list[str]:

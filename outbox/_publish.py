@@ -9,6 +9,7 @@ transaction exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import re
 import uuid
@@ -22,35 +23,41 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
-from ._dberrors import driver_reason
+from ._dberrors import driver_reason, is_missing_table
 from ._envelope import key_hash
 from ._serializer import JSONValue, check_jsonb_text, default_serializer
 from ._tracing import creation_headers
 from .config import OutboxConfig
 from .errors import (
-    MIGRATE_HINT,
     HeadersError,
     JsonbIncompatibleError,
     KeyTooLongError,
     PayloadTooLargeError,
-    SchemaMissingError,
     SerializationError,
     StorageError,
     TopicError,
     ValidationError,
+    tables_missing,
 )
 from .tables import outbox_tables
 
-__all__ = ["TOPIC_PATTERN", "Message", "publish", "publish_many"]
+__all__ = [
+    "TOPIC_PATTERN",
+    "Message",
+    "publish",
+    "publish_many",
+    "unawaited_publishes",
+    "watch_async_publishes",
+]
 
 TOPIC_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,248}"
 """Topics: 1-249 ASCII letters, digits, ``.``, ``_``, ``-``, not starting with punctuation."""
 _TOPIC = re.compile(TOPIC_PATTERN)
 _MAX_TYPE_LENGTH = 255
 _DEFAULT_CONFIG = OutboxConfig()
-PENDING_PUBLISHES = "outboxkit.pending_publishes"
-"""``session.info`` key: while the inbox runs a handler it holds a list, and async
-publishes are recorded there, so one the handler never awaited fails its message."""
+_PENDING_PUBLISHES = "outboxkit.pending_publishes"
+# ``session.info`` key: between watch_async_publishes and unawaited_publishes it
+# holds a list, and async publishes are recorded there.
 
 SyncTarget = Session | Connection
 AsyncTarget = AsyncSession | AsyncConnection
@@ -152,8 +159,37 @@ def publish(
     return publish_many(target, [message], config=config)[0]
 
 
+def watch_async_publishes(info: dict[Any, Any]) -> None:
+    """Start recording the async publishes made on the session whose ``info`` this is.
+
+    The consumer calls it before a handler runs, and :func:`unawaited_publishes`
+    after, so a publish the handler never awaited fails its message instead of
+    silently writing nothing.
+
+    .. versionadded:: 0.1
+    """
+    info[_PENDING_PUBLISHES] = []
+
+
+def unawaited_publishes(info: dict[Any, Any]) -> int:
+    """Stop recording; close the publishes never awaited since :func:`watch_async_publishes`, return how many.
+
+    Closing them means no "coroutine was never awaited" warning on top of the error.
+
+    .. versionadded:: 0.1
+    """
+    never_started = [
+        c
+        for c in info.pop(_PENDING_PUBLISHES, [])
+        if inspect.iscoroutine(c) and inspect.getcoroutinestate(c) == inspect.CORO_CREATED
+    ]
+    for coroutine in never_started:
+        coroutine.close()
+    return len(never_started)
+
+
 def _track(target: AsyncTarget, pending: Coroutine[Any, Any, object]) -> None:
-    tracked = target.info.get(PENDING_PUBLISHES) if isinstance(target, AsyncSession) else None
+    tracked = target.info.get(_PENDING_PUBLISHES) if isinstance(target, AsyncSession) else None
     if isinstance(tracked, list):
         tracked.append(pending)
 
@@ -223,9 +259,8 @@ async def _insert_async(
 
 
 def _storage_error(exc: DBAPIError, table: Table) -> StorageError:
-    text = str(exc.orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"outbox table {table.fullname!r} is missing: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing(f"outbox table {table.fullname!r}")
     return StorageError(f"could not write to the outbox: {driver_reason(exc)}")
 
 

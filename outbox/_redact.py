@@ -8,10 +8,22 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+__all__ = ["redact_text", "redact_url"]
+
 _MASK = "***"
+# scheme://user:password@ -> scheme://user:***@, anywhere in a text.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 # Query parameters that carry secrets in driver URLs (libpq, redis-py, ...).
 # Any prefix counts: ``sentinel_password`` (Redis Sentinel URLs) is a password too.
 _SECRET_PARAM = re.compile(r"(?i)(^|[?&;])([a-z_]*(?:password|passwd|pwd|pass|secret|token)=)[^&;]*")
+
+
+def redact_text(text: str) -> str:
+    """Mask the password of every URL inside ``text`` (exception messages, log values, tracebacks).
+
+    .. versionadded:: 0.1
+    """
+    return _URL_PASSWORD.sub(rf"\g<head>{_MASK}@", text)
 
 
 def redact_url(url: object) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "StorageError",
     "TopicError",
     "ValidationError",
+    "tables_missing",
 ]
 
 
@@ -107,6 +108,16 @@ MIGRATE_HINT = (
 
 class SchemaMissingError(StorageError):
     """The outboxkit tables are missing: run `outboxkit migrate` (or your `alembic upgrade heads`)."""
+
+
+def tables_missing(what: str, where: str | None = None) -> SchemaMissingError:
+    """The one missing-table error: ``"<what> is missing in <where>: <MIGRATE_HINT>"``.
+
+    ``what`` names the tables (``"inbox table 'outboxkit_inbox'"``); ``where``
+    is a redacted URL when the caller has one.
+    """
+    place = f" in {where}" if where else ""
+    return SchemaMissingError(f"{what} is missing{place}: {MIGRATE_HINT}")
 
 
 class BrokerError(OutboxError):

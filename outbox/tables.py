@@ -6,9 +6,12 @@ it on the broker. Columns the relay needs are here from the start: a monotonic
 ``attempts``/``next_attempt_at``/``last_error`` for retries with backoff, and
 ``published_at`` for rows kept after publishing (audit and replay window).
 
-``metadata`` holds every toolkit table under its default name; the inbox and
-saga packages add theirs to it. :func:`outbox_tables` builds the same tables
-under the names of an :class:`~outbox.config.OutboxConfig`.
+``metadata`` holds these two tables under their default names, and nothing
+else: every package owns the ``metadata`` of its own tables (``inbox.tables``,
+``relay.tables``, ``saga.tables``, ``brokers.sql_table.tables``) instead of
+adding them here on import, so what a ``MetaData`` holds never depends on
+what a process happened to import. :func:`outbox_tables` builds the same
+tables under the names of an :class:`~outbox.config.OutboxConfig`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from .config import DEFAULT_TABLE, OutboxConfig
 
 __all__ = [
+    "NAMING_CONVENTION",
     "JSONText",
     "OutboxTables",
     "metadata",
@@ -53,7 +57,7 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
-"""The toolkit tables of the packages imported so far, default names; apps use ``autogenerate_filter``."""
+"""The outbox and dead-letter tables under their default names (apps use ``autogenerate_filter``)."""
 
 # Integer on SQLite so the id is the rowid alias (autoincrementing); BIGINT
 # identity elsewhere.

@@ -7,12 +7,19 @@ one boundary where driver exceptions become :class:`~outbox.errors.StorageError`
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from outbox import SchemaMissingError, StorageError, redact_url, use_schema
+from outbox import (
+    SchemaMissingError,
+    StorageError,
+    create_engine,
+    is_missing_table,
+    redact_url,
+    sync_url,
+    tables_missing,
+)
 from outbox._dberrors import driver_reason
-from outbox._urls import invalid_database_url
 from outbox.errors import MIGRATE_HINT
 from outbox.tables import OutboxTables
 
@@ -26,26 +33,20 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
 
     ``schema``: the toolkit's tables live there (see :func:`outbox.use_schema`).
     """
-    try:
-        if url.startswith("sqlite"):
-            # A relay and the application write the same file: wait for locks, don't fail.
-            engine = create_engine(url, connect_args={"timeout": 30})
-        else:
-            # No pre-ping (a round trip per checkout): a connection that fails with a
-            # disconnect error is invalidated by SQLAlchemy and the loop retries.
-            engine = create_engine(url, pool_size=3, max_overflow=2, pool_recycle=1800)
-    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-        raise invalid_database_url(url, exc) from None
-    return use_schema(engine, schema)
+    if sync_url(url).get_backend_name() == "sqlite":
+        # SQLite's lock wait and WAL come from the one factory (outbox._engine).
+        return create_engine(url, schema=schema)
+    # No pre-ping (a round trip per checkout): a connection that fails with a
+    # disconnect error is invalidated by SQLAlchemy and the loop retries.
+    return create_engine(url, schema=schema, pool_size=3, max_overflow=2, pool_recycle=1800)
 
 
 def storage_error(exc: SQLAlchemyError, engine: Engine) -> StorageError:
     """Convert a driver error to :class:`StorageError` with a safe message."""
     where = redact_url(engine.url)
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"outboxkit tables missing in {where}: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing("a table of the outbox or the relay", where)
     return StorageError(
         f"database {where} failed: {type(orig).__name__}: {_mask(driver_reason(exc), engine)}"
     )

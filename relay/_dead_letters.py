@@ -20,12 +20,15 @@ from outbox.tables import OutboxTables
 
 from ._db import storage_error
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetters", "OutboxDeadLetter"]
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One dead-lettered message as listed by ``outboxkit dead-letters list``."""
+class OutboxDeadLetter:
+    """An outbox row the relay gave up publishing, as ``outboxkit dead-letters list`` shows it.
+
+    Not :class:`inbox.ConsumerDeadLetter`, a broker entry a consumer gave up handling.
+    """
 
     id: int
     message_id: str
@@ -64,7 +67,7 @@ class DeadLetters:
 
     def select(
         self, *, topic: str | None = None, limit: int = 100, include_retried: bool = False
-    ) -> list[DeadLetter]:
+    ) -> list[OutboxDeadLetter]:
         """Dead letters in id order."""
         dl = self.tables.dead_letter
         query = (
@@ -75,7 +78,7 @@ class DeadLetters:
         )
         try:
             with self.engine.connect() as conn:
-                return [DeadLetter(r[0], str(r[1]), *r[2:]) for r in conn.execute(query)]
+                return [OutboxDeadLetter(r[0], str(r[1]), *r[2:]) for r in conn.execute(query)]
         except SQLAlchemyError as exc:
             raise storage_error(exc, self.engine) from None
 

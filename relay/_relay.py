@@ -22,18 +22,25 @@ import structlog
 from sqlalchemy import Connection, Engine, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
-from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry, use_schema
+from brokers import EntryStatus, OutgoingEntry, Publisher, PublishResult, connect_publisher
+from outbox import (
+    BrokerAuthError,
+    BrokerError,
+    FailureBackoff,
+    FencedError,
+    RetryWait,
+    encode_entry,
+    use_schema,
+)
 from outbox._crashpoints import crash_point
 from outbox.tables import outbox_tables
 
-from ._backoff import Backoff, backoff_delay
 from ._config import RelayConfig
 from ._db import check_schema, make_engine, storage_error
 from ._incarnation import IncarnationTracker
 from ._leases import LeaseManager
 from ._metrics import RelayMetrics
-from ._store import ClaimedRow, Failure, OutboxStore
+from ._store import RETENTION_BATCH, ClaimedRow, Failure, OutboxStore
 from ._tracing import send_span
 from ._wakeup import Waker
 
@@ -77,6 +84,8 @@ class Relay:
         config: what to relay where.
         publisher: a broker publisher; by default one for ``config.broker_url``.
         engine: a SQLAlchemy engine; by default one for ``config.database_url``.
+            An engine passed in stays the caller's: :meth:`close` disposes only
+            the engine the relay created.
         metrics: Prometheus metrics to update, if any.
 
     .. versionadded:: 0.1
@@ -93,6 +102,8 @@ class Relay:
         self.config = config
         self.relay_id = config.relay_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.engine = use_schema(engine or make_engine(config.database_url), config.outbox.schema)
+        # Disposing a caller's engine would close the pooled connections they still use.
+        self._owns_engine = engine is None
         self.publisher = publisher or connect_publisher(
             config.broker_url,
             key_prefix=config.layout.prefix,
@@ -118,9 +129,13 @@ class Relay:
         self.last_progress = time.monotonic()
         self._stopping = threading.Event()
         self._log = log.bind(relay_id=self.relay_id)
-        self._broker_backoff = Backoff()
-        self._partial_backoff = Backoff(cap=_PARTIAL_BACKOFF_CAP)
-        self._db_backoff = Backoff()
+        self._broker_backoff = FailureBackoff()
+        self._partial_backoff = FailureBackoff(
+            RetryWait(base=dt.timedelta(milliseconds=200), cap=_PARTIAL_BACKOFF_CAP)
+        )
+        self._db_backoff = FailureBackoff()
+        # A rejected row's next try: the same formula, stored as next_attempt_at.
+        self._row_wait = RetryWait(base=config.retry_base, cap=config.retry_max)
         self._next_housekeeping = 0.0
         self._fences_pending = False
         self._limit = min(config.batch_size, 64)  # slow start: grows while batches stay small
@@ -168,13 +183,36 @@ class Relay:
         return self._stopping.is_set()
 
     def close(self) -> None:
-        """Release the listener, the broker connection and the database pool (``run`` does it on exit)."""
+        """Release the listener, the broker connection and the database pool (``run`` does it on exit).
+
+        The pool is disposed only when the relay created the engine.
+        """
         self.waker.close()
         self.publisher.close()
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def run(self) -> RelayStats:
-        """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters."""
+        """Relay until :meth:`stop` (or, with ``once``, until nothing is due); return the counters.
+
+        Closes the relay on every way out, a failed start included: a relay
+        whose schema check failed used to keep its pooled connections open
+        until the garbage collector found them (a psycopg ResourceWarning).
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        started = time.monotonic()
+        try:
+            while not self.stopping:
+                self._tick()
+        finally:
+            self._shutdown(started)
+        return self.stats
+
+    def _start(self) -> None:
         check_schema(self.engine, self.tables)
         try:
             partitions = self.leases.ensure_partitions()
@@ -195,13 +233,6 @@ class Relay:
             partitions=partitions,
             batch_size=self.config.batch_size,
         )
-        started = time.monotonic()
-        try:
-            while not self.stopping:
-                self._tick()
-        finally:
-            self._shutdown(started)
-        return self.stats
 
     def _shutdown(self, started: float) -> None:
         try:
@@ -279,7 +310,7 @@ class Relay:
                 # End the read transaction before publishing: the SQL-table broker
                 # may live in this same file and needs its write lock.
                 conn.commit()
-            self._relay_batch(batch, owned, conn=conn)
+            self._relay_batch(batch, owned, conn)
         return len(batch)
 
     def _adapt_limit(self, batch: list[ClaimedRow]) -> None:
@@ -293,13 +324,6 @@ class Relay:
 
     def _notified_when_idle(self) -> bool:
         return self._notify and self.leases.idle and self.waker.listening and not self.config.once
-
-    def store_claim(self, owned: Sequence[int]) -> list[ClaimedRow]:
-        """Claim the next batch of the ``owned`` partitions."""
-        with self.engine.connect() as conn:
-            rows = self.store.claim_batch(conn, owned=owned, limit=self.config.batch_size, now=_now())
-            conn.rollback()
-        return rows
 
     def _housekeeping(self) -> None:
         now = _now()
@@ -338,8 +362,8 @@ class Relay:
             cutoff = self.incarnation.horizon(conn, now=now)
         for _ in range(_RETENTION_ROUNDS):
             with self.engine.begin() as conn:
-                deleted = self.store.delete_expired(conn, older_than=cutoff)
-            if deleted < 5000:  # noqa: PLR2004 - the store's batch size
+                deleted = self.store.delete_expired(conn, older_than=cutoff, limit=RETENTION_BATCH)
+            if deleted < RETENTION_BATCH:  # a short batch: nothing older is left
                 break
 
     def _idle(self) -> None:
@@ -371,13 +395,7 @@ class Relay:
 
     # -- one batch -----------------------------------------------------------
 
-    def _relay_batch(
-        self, batch: list[ClaimedRow], owned: Sequence[int], *, conn: Connection | None = None
-    ) -> None:
-        if conn is None:
-            with self.engine.connect() as own:
-                self._relay_batch(batch, owned, conn=own)
-            return
+    def _relay_batch(self, batch: list[ClaimedRow], owned: Sequence[int], conn: Connection) -> None:
         started = time.perf_counter()
         stream_for = self.config.layout.stream_for
         # One pass, no per-row method call: this runs for every row relayed.
@@ -433,13 +451,12 @@ class Relay:
         published: list[ClaimedRow] = []
         failures: list[Failure] = []
         now = _now()
-        base, cap = self.config.retry_base.total_seconds(), self.config.retry_max.total_seconds()
         for row, outcome in zip(batch, result.outcomes, strict=True):
-            if outcome.outcome is Outcome.PUBLISHED:
+            if outcome.outcome is EntryStatus.PUBLISHED:
                 published.append(row)
-            elif outcome.outcome is Outcome.REJECTED:
-                delay = backoff_delay(row.attempts + 1, base=base, cap=cap)
-                failures.append(Failure(row, outcome.error or "rejected", now + dt.timedelta(seconds=delay)))
+            elif outcome.outcome is EntryStatus.REJECTED:
+                delay = self._row_wait.delay(row.attempts + 1)
+                failures.append(Failure(row, outcome.error or "rejected", now + delay))
         return published, failures
 
     def _account(

@@ -45,9 +45,11 @@ from outbox.tables import OutboxTables
 
 from .tables import relay_state
 
-__all__ = ["ClaimedRow", "Failure", "OutboxStore"]
+__all__ = ["RETENTION_BATCH", "ClaimedRow", "Failure", "OutboxStore"]
 
 _MAX_LISTED_PARKED = 200
+RETENTION_BATCH = 5000
+"""Published rows retention deletes per statement (short transactions, bounded locks)."""
 
 
 class ClaimedRow(NamedTuple):
@@ -114,22 +116,28 @@ class OutboxStore:
             or_(o.c.next_attempt_at.is_(None), o.c.next_attempt_at <= now),
         ]
         if parked is None:  # too many parked keys to list: let the database anti-join
-            alias = o.alias("parked")
-            due.append(
-                ~exists().where(
-                    alias.c.next_attempt_at > now,
-                    alias.c.published_at.is_(None),
-                    alias.c.key_hash == o.c.key_hash,
-                    alias.c.key == o.c.key,
-                    alias.c.id < o.c.id,
-                )
-            )
-            if self.park_dead_letters:
-                due.append(~self._behind_dead_letter())
+            due.append(~self._behind_parked_key(now))
         else:
             # Usually empty: then the claim is a plain index scan in id order.
             due += [~and_(o.c.key_hash == h, o.c.key == k, o.c.id > i) for k, h, i in parked]
         return due
+
+    def _behind_parked_key(self, now: dt.datetime) -> ColumnElement[bool]:
+        """The row waits for its key: an earlier row of it is in backoff (or dead-lettered, park-key).
+
+        The one predicate behind the claim's anti-join and ``count_behind_parked``
+        (what ``status`` reports as behind a parked key), so the two cannot drift.
+        """
+        o = self.tables.outbox
+        parked = o.alias("parked")
+        behind: ColumnElement[bool] = exists().where(
+            parked.c.next_attempt_at > now,
+            parked.c.published_at.is_(None),
+            parked.c.key_hash == o.c.key_hash,
+            parked.c.key == o.c.key,
+            parked.c.id < o.c.id,
+        )
+        return or_(behind, self._behind_dead_letter()) if self.park_dead_letters else behind
 
     def _behind_dead_letter(self) -> ColumnElement[bool]:
         """The row has an earlier dead letter of its key, not retried yet (park-key)."""
@@ -271,7 +279,9 @@ class OutboxStore:
         conn.execute(insert(dl).from_select([*names, "attempts", "last_error", "dead_lettered_at"], source))
         conn.execute(delete(o).where(o.c.id == failure.row.id))
 
-    def delete_expired(self, conn: Connection, *, older_than: dt.datetime, limit: int = 5000) -> int:
+    def delete_expired(
+        self, conn: Connection, *, older_than: dt.datetime, limit: int = RETENTION_BATCH
+    ) -> int:
         """Retention: delete up to ``limit`` rows published before ``older_than``."""
         o = self.tables.outbox
         ids = (
@@ -307,19 +317,7 @@ class OutboxStore:
     def count_behind_parked(self, conn: Connection, *, now: dt.datetime) -> int:
         """Rows waiting because an earlier row of their key is in backoff (or dead-lettered, park-key)."""
         o = self.tables.outbox
-        parked = o.alias("parked")
-        behind: ColumnElement[bool] = exists().where(
-            and_(
-                parked.c.next_attempt_at > now,
-                parked.c.published_at.is_(None),
-                parked.c.key_hash == o.c.key_hash,
-                parked.c.key == o.c.key,
-                parked.c.id < o.c.id,
-            )
-        )
-        if self.park_dead_letters:
-            behind = or_(behind, self._behind_dead_letter())
-        query = select(func.count()).where(o.c.published_at.is_(None), behind)
+        query = select(func.count()).where(o.c.published_at.is_(None), self._behind_parked_key(now))
         return int(conn.execute(query).scalar_one())
 
 

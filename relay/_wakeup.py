@@ -58,12 +58,18 @@ class Waker:
         if time.monotonic() < self._retry_at:
             return False
         url = self._engine.url.set(drivername="postgresql")
+        conn: psycopg.Connection[tuple[object, ...]] | None = None
         try:
             conn = psycopg.connect(
                 url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
             )
             conn.execute(f'LISTEN "{self._channel}"')
         except psycopg.Error as exc:
+            if conn is not None:
+                # Connected but LISTEN failed (a restart in between, a revoked
+                # grant): close it now rather than leave it to the GC, which
+                # reports it as a ResourceWarning in whatever runs next.
+                conn.close()
             self._retry_at = time.monotonic() + 2.0
             log.warning("relay.listen_failed", error=type(exc).__name__)
             return False

@@ -10,7 +10,7 @@
 * ``outboxkit_relay_state``: small shared values, e.g. the broker incarnation
   last seen (to detect a broker that lost its data).
 
-They are added to :data:`outbox.tables.metadata` so Alembic comparison sees them.
+They belong to this module's own ``metadata``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -28,9 +29,11 @@ from sqlalchemy import (
     text,
 )
 
-from outbox.tables import metadata
+from outbox.tables import NAMING_CONVENTION
 
-__all__ = ["relay_lease", "relay_member", "relay_state"]
+__all__ = ["metadata", "relay_lease", "relay_member", "relay_state"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 relay_lease = Table(
     "outboxkit_relay_lease",

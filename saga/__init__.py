@@ -10,8 +10,10 @@ See ``docs/sagas.md``.
 
 from __future__ import annotations
 
+from inbox import follow_up_headers
+
 from . import tables
-from ._choreography import EVENT_TYPE_PATTERN, follow_up_headers, new_flow_headers
+from ._choreography import EVENT_TYPE_PATTERN, check_event_type, new_flow_headers
 from ._definition import (
     DEFAULT_BACKOFF,
     DEFAULT_COMPENSATION_TIMEOUT,
@@ -45,7 +47,7 @@ from ._inspect import (
     select_step_log,
 )
 from ._metrics import DEFAULT_STUCK_AFTER, SagaGauges
-from ._model import Outcome, SagaInstance, SagaState, StepLogEntry, StepLogKind
+from ._model import HandlingResult, SagaInstance, SagaState, StepLogEntry, StepLogKind
 from ._operator import (
     OPERATOR_ABORT_TIMER,
     OPERATOR_RETRY_TIMER,
@@ -81,10 +83,10 @@ __all__ = [
     "Command",
     "Decision",
     "HandlerRegistry",
+    "HandlingResult",
     "Local",
     "OperatorAction",
     "Orchestrator",
-    "Outcome",
     "Phase",
     "RetryPolicy",
     "SagaActionRefusedError",
@@ -107,6 +109,7 @@ __all__ = [
     "StepHandler",
     "StepLogEntry",
     "StepLogKind",
+    "check_event_type",
     "count_sagas",
     "follow_up_headers",
     "new_flow_headers",

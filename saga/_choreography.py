@@ -8,6 +8,9 @@ two headers on every event:
   unchanged from the event that caused an event to the event itself;
 * ``causation_id`` is the id of the message that caused this one.
 
+Both come from ``follow_up_headers`` (``inbox.follow_up_headers``, the one
+copy, re-exported by ``saga``); this module starts flows and checks names.
+
 Event naming convention (docs/sagas.md): topics are ``<service>.events``; event
 types are ``<Aggregate><PastTenseVerb>`` (``OrderCreated``, ``PaymentCharged``,
 ``PaymentDeclined``); a compensating event names what it undid
@@ -19,13 +22,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 
-from outbox import Envelope, ValidationError
+from outbox import ValidationError
 
-from ._headers import CAUSATION_ID, CORRELATION_ID
+from ._headers import CORRELATION_ID
 
-__all__ = ["EVENT_TYPE_PATTERN", "follow_up_headers", "new_flow_headers"]
+__all__ = ["EVENT_TYPE_PATTERN", "check_event_type", "new_flow_headers"]
 
 EVENT_TYPE_PATTERN = r"[A-Z][A-Za-z0-9]*"
 """Event types are PascalCase: ``<Aggregate><PastTenseVerb>``, e.g. ``PaymentDeclined``."""
@@ -40,14 +42,8 @@ def new_flow_headers(correlation_id: str | None = None) -> dict[str, str]:
     return {CORRELATION_ID: correlation_id or str(uuid.uuid4())}
 
 
-def follow_up_headers(
-    cause: Envelope, extra: Mapping[str, str] | None = None, *, event_type: str | None = None
-) -> dict[str, str]:
-    """Headers for a message caused by ``cause``: its correlation id, and its id as causation id.
-
-    A cause without a ``correlation_id`` starts the flow: its own id becomes
-    the correlation id. ``event_type``, when given, is checked against
-    :data:`EVENT_TYPE_PATTERN` so a team's events follow one convention.
+def check_event_type(event_type: str) -> str:
+    """Return ``event_type`` if it matches :data:`EVENT_TYPE_PATTERN` (one naming convention per team).
 
     Example::
 
@@ -55,14 +51,14 @@ def follow_up_headers(
         def charge(message: Envelope, session: Session) -> None:
             ...
             publish(session, "payments.events", {...}, key=message.key,
-                    type="PaymentCharged", headers=follow_up_headers(message))
+                    type=check_event_type("PaymentCharged"), headers=follow_up_headers(message))
+
+    Raises:
+        ValidationError: the type is not PascalCase ``<Aggregate><PastTenseVerb>``.
 
     .. versionadded:: 0.1
     """
-    if event_type is not None and not _EVENT_TYPE.fullmatch(event_type):
+    if not _EVENT_TYPE.fullmatch(event_type):
         msg = f"event type {event_type!r:.80} must be PascalCase <Aggregate><PastTenseVerb>"
         raise ValidationError(msg)
-    headers = dict(extra or {})
-    headers[CORRELATION_ID] = cause.correlation_id or str(cause.id)
-    headers[CAUSATION_ID] = str(cause.id)
-    return headers
+    return event_type

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from outbox import TOPIC_PATTERN, JSONValue
+from outbox import TOPIC_PATTERN, JSONValue, RetryWait
 
 from ._errors import SagaDefinitionError
 
@@ -107,8 +107,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> dt.timedelta:
         """The wait after failed try number ``attempt`` (1-based) before the next one."""
-        seconds = self.backoff.total_seconds() * self.multiplier ** min(max(attempt - 1, 0), 64)
-        return min(dt.timedelta(seconds=min(seconds, self.max_backoff.total_seconds())), self.max_backoff)
+        # No jitter: the delay becomes a timer row, and the docstring promises the exact figure.
+        return RetryWait(
+            base=self.backoff, cap=self.max_backoff, multiplier=self.multiplier, jitter=False
+        ).delay(attempt)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

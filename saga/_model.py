@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from ._definition import SagaData
 
-__all__ = ["Outcome", "SagaInstance", "SagaState", "StepLogEntry", "StepLogKind"]
+__all__ = ["HandlingResult", "SagaInstance", "SagaState", "StepLogEntry", "StepLogKind"]
 
 
 class SagaState(StrEnum):
@@ -108,8 +108,8 @@ class StepLogEntry:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Outcome:
-    """What handling a reply or a timer did.
+class HandlingResult:
+    """What an orchestrator's handling of one reply or timer did to its saga.
 
     Attributes:
         saga_id: the saga the message belongs to.

@@ -28,7 +28,7 @@ from outbox import TOPIC_PATTERN, Envelope, JSONValue, OutboxConfig
 from ._definition import Command, SagaDefinition
 from ._errors import SagaConflictError, SagaDefinitionError, SagaExistsError, SagaMessageError
 from ._headers import Coordinates, Phase, envelope_label, parse_coordinates
-from ._model import Outcome, SagaInstance, SagaState, StepLogKind
+from ._model import HandlingResult, SagaInstance, SagaState, StepLogKind
 from ._operator import OPERATOR_ABORT_TIMER, OPERATOR_RETRY_TIMER
 from ._reply import parse_reply
 from ._store import delete_timers, insert_instance, select_instance, select_timer, storage_error
@@ -194,7 +194,7 @@ class Orchestrator:
         run.finish()
         return sid
 
-    def handle_reply(self, session: Session, envelope: Envelope) -> Outcome:
+    def handle_reply(self, session: Session, envelope: Envelope) -> HandlingResult:
         """Apply a participant's reply; a duplicate, late or unexpected reply changes nothing.
 
         Raises:
@@ -205,7 +205,7 @@ class Orchestrator:
         with _storage_errors("handle the saga reply"), transition_span("reply"):
             return self._handle_reply(session, envelope)
 
-    def _handle_reply(self, session: Session, envelope: Envelope) -> Outcome:
+    def _handle_reply(self, session: Session, envelope: Envelope) -> HandlingResult:
         coords = parse_coordinates(envelope.headers, envelope_label(envelope))
         ok, data, reason = parse_reply(envelope)
         instance = select_instance(session, coords.saga_id, lock=True)
@@ -218,9 +218,9 @@ class Orchestrator:
         else:
             run.compensation_replied(ok, data, reason, envelope.id)
         state = run.finish().state
-        return Outcome(saga_id=coords.saga_id, applied=True, state=state)
+        return HandlingResult(saga_id=coords.saga_id, applied=True, state=state)
 
-    def handle_timer(self, session: Session, envelope: Envelope) -> Outcome:
+    def handle_timer(self, session: Session, envelope: Envelope) -> HandlingResult:
         """Fire a timer; one that was cancelled or is stale changes nothing.
 
         Raises:
@@ -231,7 +231,7 @@ class Orchestrator:
         with _storage_errors("handle the saga timer"), transition_span("timer"):
             return self._handle_timer(session, envelope)
 
-    def _handle_timer(self, session: Session, envelope: Envelope) -> Outcome:
+    def _handle_timer(self, session: Session, envelope: Envelope) -> HandlingResult:
         coords = parse_coordinates(envelope.headers, envelope_label(envelope))
         name = _timer_name(envelope)
         instance = select_instance(session, coords.saga_id, lock=True)
@@ -255,7 +255,7 @@ class Orchestrator:
         else:
             run.compensation_timed_out()
         state = run.finish().state
-        return Outcome(saga_id=coords.saga_id, applied=True, state=state)
+        return HandlingResult(saga_id=coords.saga_id, applied=True, state=state)
 
     # -- internals -----------------------------------------------------------
 
@@ -307,7 +307,7 @@ class Orchestrator:
 
     def _ignored(
         self, event: str, coords: Coordinates, instance: SagaInstance | None, why: str, envelope: Envelope
-    ) -> Outcome:
+    ) -> HandlingResult:
         log.info(
             event,
             saga_id=str(coords.saga_id),
@@ -319,7 +319,7 @@ class Orchestrator:
             correlation_id=envelope.correlation_id,
         )
         state = None if instance is None else instance.state
-        return Outcome(saga_id=coords.saga_id, applied=False, state=state, reason=why)
+        return HandlingResult(saga_id=coords.saga_id, applied=False, state=state, reason=why)
 
 
 @contextlib.contextmanager

@@ -16,12 +16,11 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+from inbox import follow_up_headers
 from outbox import Envelope, JSONValue, OutboxConfig, publish
 
 from ._errors import SagaMessageError
 from ._headers import (
-    CAUSATION_ID,
-    CORRELATION_ID,
     REPLY_TO,
     SAGA_TYPE,
     envelope_label,
@@ -103,8 +102,7 @@ def reply(
     headers = coords.headers()
     if saga_type := command.headers.get(SAGA_TYPE):
         headers[SAGA_TYPE] = saga_type
-    headers[CORRELATION_ID] = command.correlation_id or str(coords.saga_id)
-    headers[CAUSATION_ID] = str(command.id)
+    headers = follow_up_headers(command, headers)
     payload = {"ok": bool(ok), "data": None if data is None else dict(data), "reason": reason}
     return publish(
         session,

@@ -14,9 +14,15 @@ from sqlalchemy import RowMapping, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from outbox import OutboxConfig, SchemaMissingError, StorageError, default_serializer, outbox_tables
+from outbox import (
+    OutboxConfig,
+    StorageError,
+    default_serializer,
+    is_missing_table,
+    outbox_tables,
+    tables_missing,
+)
 from outbox._dberrors import driver_reason
-from outbox.errors import MIGRATE_HINT
 
 from ._definition import SagaData
 from ._model import SagaInstance, SagaState, StepLogEntry, StepLogKind
@@ -91,9 +97,8 @@ def log_entry_from_row(m: RowMapping) -> StepLogEntry:
 
 def storage_error(exc: DBAPIError, what: str) -> StorageError:
     """The toolkit error for a driver error, naming a missing table as such."""
-    text = str(exc.orig).lower()
-    if "no such table" in text or ("does not exist" in text and "relation" in text):
-        return SchemaMissingError(f"the saga tables are missing: {MIGRATE_HINT}")
+    if is_missing_table(exc):
+        return tables_missing("a saga table")
     return StorageError(f"could not {what}: {driver_reason(exc)}")
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -36,9 +37,11 @@ from sqlalchemy import (
     Uuid,
 )
 
-from outbox.tables import JSONText, metadata
+from outbox.tables import NAMING_CONVENTION, JSONText
 
-__all__ = ["saga_instance", "saga_participant", "saga_step_log", "saga_timer"]
+__all__ = ["metadata", "saga_instance", "saga_participant", "saga_step_log", "saga_timer"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

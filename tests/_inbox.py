@@ -14,20 +14,17 @@ import uuid_utils.compat as uuid_utils
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, func, insert, select
 from sqlalchemy.orm import Session
 
-import inbox.tables  # noqa: F401 - registers the inbox tables in metadata
 import outbox
-from brokers.sql_table import configure_sqlite
 from inbox import ConsumerConfig
 from outbox import Envelope
-from outbox.tables import metadata
+from tests._tables import create_toolkit_tables
 
 
 def memory_engine() -> Engine:
     """A fresh SQLite file (WAL, busy timeout) with every toolkit table and the test domain table."""
     path = pathlib.Path(tempfile.mkdtemp(prefix="outboxkit-inbox-")) / "app.db"
-    engine = create_engine(f"sqlite:///{path}")
-    configure_sqlite(engine)
-    metadata.create_all(engine)
+    engine = outbox.create_engine(f"sqlite:///{path}")
+    create_toolkit_tables(engine)
     domain.create_all(engine)
     return engine
 

@@ -164,7 +164,7 @@ def answer(
     return found
 
 
-def deliver(engine: sa.Engine, orch: saga.Orchestrator, message: Envelope) -> saga.Outcome:
+def deliver(engine: sa.Engine, orch: saga.Orchestrator, message: Envelope) -> saga.HandlingResult:
     """The orchestrator's consumer: handle a reply or a timer in one committed transaction."""
     with Session(engine) as session, session.begin():
         if message.topic == orch.timer_topic:

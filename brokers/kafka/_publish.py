@@ -37,7 +37,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError, FencedError
 
 # Relative: the broker ports move with this package to brokers/ (#10) by a plain rename.
-from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from .._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 from ._config import KafkaConfig, Partitioner, parse_kafka_url
 from ._errors import ErrorLog, is_auth, is_entry_error, reason
 from ._fences import FenceLog, fence_record, incarnation_record, new_token
@@ -47,8 +47,8 @@ from ._wire import record_from_fields
 __all__ = ["KafkaPublisher"]
 
 DEFAULT_TIMEOUT = 10.0
-_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
-_SKIPPED = EntryOutcome(Outcome.SKIPPED)
+_PUBLISHED = EntryOutcome(EntryStatus.PUBLISHED)
+_SKIPPED = EntryOutcome(EntryStatus.SKIPPED)
 
 
 @dataclass(slots=True)
@@ -174,7 +174,7 @@ class KafkaPublisher:
         try:
             target = target_of(entry.stream)
         except ConfigError as exc:
-            return EntryOutcome(Outcome.REJECTED, error=str(exc))
+            return EntryOutcome(EntryStatus.REJECTED, error=str(exc))
         key, value, headers = record_from_fields(entry.fields)
         report = _Report()
 
@@ -191,7 +191,7 @@ class KafkaPublisher:
             producer.flush(self._timeout)  # the local queue is full: drain it, then once more
             return self._produce(producer, entry)
         except KafkaException as exc:  # refused before sending (size, unknown partition)
-            return EntryOutcome(Outcome.REJECTED, error=reason(exc.args[0]))
+            return EntryOutcome(EntryStatus.REJECTED, error=reason(exc.args[0]))
         return report
 
     def _begin(self, producer: Producer) -> None:
@@ -244,15 +244,15 @@ class KafkaPublisher:
             if isinstance(report, EntryOutcome):
                 outcomes.append(report)
             elif report.error is None and report.done:
-                outcomes.append(EntryOutcome(Outcome.PUBLISHED, entry_id=str(report.offset)))
+                outcomes.append(EntryOutcome(EntryStatus.PUBLISHED, entry_id=str(report.offset)))
             elif report.error is not None and is_auth(report.error):
                 raise self._broker_error("a record", report.error)
             elif report.error is not None and is_entry_error(report.error):
-                outcomes.append(EntryOutcome(Outcome.REJECTED, error=reason(report.error)))
+                outcomes.append(EntryOutcome(EntryStatus.REJECTED, error=reason(report.error)))
             else:
                 transient = reason(report.error) if report.error is not None else "no delivery report"
-                outcomes.append(EntryOutcome(Outcome.SKIPPED, error=transient))
-        if all(o.outcome is Outcome.PUBLISHED for o in outcomes):
+                outcomes.append(EntryOutcome(EntryStatus.SKIPPED, error=transient))
+        if all(o.outcome is EntryStatus.PUBLISHED for o in outcomes):
             return PublishResult(outcomes=[_PUBLISHED] * len(outcomes))
         return PublishResult(outcomes=outcomes, transient_error=transient)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from outbox.errors import BrokerError, FencedError
 
-from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from .._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 
 __all__ = ["MemoryBroker", "MemoryPublisher", "memory_broker"]
 
@@ -69,7 +69,7 @@ class MemoryBroker:
                 msg = "memory broker: simulated outage"
                 raise BrokerError(msg)
             if incarnation != self.incarnation:
-                skipped = [EntryOutcome(Outcome.SKIPPED) for _ in entries]
+                skipped = [EntryOutcome(EntryStatus.SKIPPED) for _ in entries]
                 return PublishResult(outcomes=skipped, incarnation=self.incarnation)
             for fence in fences:
                 if self.fences.get(fence.name, -1) > fence.epoch:
@@ -84,18 +84,18 @@ class MemoryBroker:
         outcomes: list[EntryOutcome] = []
         for entry in entries:
             if entry.order_key is not None and entry.order_key in failed:
-                outcomes.append(EntryOutcome(Outcome.SKIPPED))
+                outcomes.append(EntryOutcome(EntryStatus.SKIPPED))
                 continue
             error = self.reject(entry) if self.reject is not None else None
             if error is not None:
                 if entry.order_key is not None:
                     failed.add(entry.order_key)
-                outcomes.append(EntryOutcome(Outcome.REJECTED, error=error))
+                outcomes.append(EntryOutcome(EntryStatus.REJECTED, error=error))
                 continue
             self._seq += 1
             entry_id = f"{self._seq}-0"
             self.streams.setdefault(entry.stream, []).append((entry_id, dict(entry.fields)))
-            outcomes.append(EntryOutcome(Outcome.PUBLISHED, entry_id=entry_id))
+            outcomes.append(EntryOutcome(EntryStatus.PUBLISHED, entry_id=entry_id))
         return outcomes
 
 

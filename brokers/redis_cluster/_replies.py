@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokers._publisher import EntryOutcome, Outcome, OutgoingEntry
+from brokers._publisher import EntryOutcome, EntryStatus, OutgoingEntry
 from outbox.errors import ConfigError, FencedError
 
 from ._topology import slot_of
@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 _TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
-_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
-SKIPPED = EntryOutcome(Outcome.SKIPPED)
+_PUBLISHED = EntryOutcome(EntryStatus.PUBLISHED)
+SKIPPED = EntryOutcome(EntryStatus.SKIPPED)
 
 
 @dataclass(slots=True)
@@ -109,15 +109,19 @@ def fill(outcomes: list[EntryOutcome], indices: list[int], answer: list[bytes]) 
         if text == "-":
             outcomes[index] = SKIPPED
         elif text.startswith("!"):
-            kind = Outcome.SKIPPED if text[1:].startswith(_TRANSIENT) else Outcome.REJECTED
+            kind = EntryStatus.SKIPPED if text[1:].startswith(_TRANSIENT) else EntryStatus.REJECTED
             outcomes[index] = EntryOutcome(kind, error=text[1:])
         else:
-            outcomes[index] = EntryOutcome(Outcome.PUBLISHED, entry_id=text)
+            outcomes[index] = EntryOutcome(EntryStatus.PUBLISHED, entry_id=text)
 
 
 def entry_transient(outcomes: list[EntryOutcome], indices: list[int]) -> str | None:
     return next(
-        (outcomes[i].error for i in indices if outcomes[i].outcome is Outcome.SKIPPED and outcomes[i].error),
+        (
+            outcomes[i].error
+            for i in indices
+            if outcomes[i].outcome is EntryStatus.SKIPPED and outcomes[i].error
+        ),
         None,
     )
 

@@ -42,7 +42,7 @@ from outbox._redact import redact_url
 from outbox.errors import BrokerError, ConfigError, FencedError
 
 from .._durability import Durability, split_durability
-from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from .._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 from ._errors import broker_error
 from ._keys import fence_key, incarnation_key
 from ._scripts import lua_source
@@ -175,7 +175,9 @@ class RedisStreamsPublisher:
     def _result(self, reply: list[bytes], count: int) -> PublishResult:
         incarnation = reply[0].decode()
         if reply[1] == b"INCARNATION":
-            return PublishResult(outcomes=[EntryOutcome(Outcome.SKIPPED)] * count, incarnation=incarnation)
+            return PublishResult(
+                outcomes=[EntryOutcome(EntryStatus.SKIPPED)] * count, incarnation=incarnation
+            )
         if reply[1] == b"ALL":  # every entry appended: no per-entry ids to ship back
             return PublishResult(outcomes=[_PUBLISHED] * count, incarnation=incarnation)
         if reply[1] == b"FENCED":
@@ -186,16 +188,16 @@ class RedisStreamsPublisher:
         for item in reply[2:]:
             text = item.decode()
             if text == "-":
-                outcomes.append(EntryOutcome(Outcome.SKIPPED))
+                outcomes.append(EntryOutcome(EntryStatus.SKIPPED))
             elif text.startswith("!"):
                 error = text[1:]
                 if error.startswith(_TRANSIENT_PREFIXES):
                     transient = error
-                    outcomes.append(EntryOutcome(Outcome.SKIPPED, error=error))
+                    outcomes.append(EntryOutcome(EntryStatus.SKIPPED, error=error))
                 else:
-                    outcomes.append(EntryOutcome(Outcome.REJECTED, error=error))
+                    outcomes.append(EntryOutcome(EntryStatus.REJECTED, error=error))
             else:
-                outcomes.append(EntryOutcome(Outcome.PUBLISHED, entry_id=text))
+                outcomes.append(EntryOutcome(EntryStatus.PUBLISHED, entry_id=text))
         return PublishResult(outcomes=outcomes, incarnation=incarnation, transient_error=transient)
 
     def close(self) -> None:
@@ -203,4 +205,4 @@ class RedisStreamsPublisher:
         self._client.close()
 
 
-_PUBLISHED = EntryOutcome(Outcome.PUBLISHED)
+_PUBLISHED = EntryOutcome(EntryStatus.PUBLISHED)

@@ -20,16 +20,17 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Delete, Engine, create_engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Delete, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Insert
 
+from outbox import create_engine, is_missing_table, tables_missing
 from outbox._redact import redact_url
 from outbox._schema import use_schema
-from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, FencedError, SchemaMissingError
+from outbox.errors import BrokerError, ConfigError, FencedError
 
-from .._publisher import EntryOutcome, Fence, Outcome, OutgoingEntry, PublishResult
+from .._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, PublishResult
 from .tables import stream_entry, stream_fence
 
 __all__ = ["SqlTablePublisher"]
@@ -47,11 +48,10 @@ class SqlTablePublisher:
             raise ConfigError(msg)
         self._max_len = max_len
         self._description = redact_url(url)
-        try:
-            self._engine = use_schema(engine or create_engine(url, pool_pre_ping=True), schema)
-        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            msg = f"invalid broker URL {self._description}: {type(exc).__name__}"
-            raise ConfigError(msg) from None
+        # Pre-ping as before: the broker database restarts independently of the outbox's.
+        self._engine = (
+            use_schema(engine, schema) if engine else create_engine(url, schema=schema, pool_pre_ping=True)
+        )
         self._owns_engine = engine is None
 
     @property
@@ -91,13 +91,11 @@ class SqlTablePublisher:
                 if rows:
                     self._append(conn, rows)
         except DBAPIError as exc:
-            text = str(exc.orig).lower()
-            if "no such table" in text or "does not exist" in text:
-                msg = f"broker tables missing in {self._description}: {MIGRATE_HINT}"
-                raise SchemaMissingError(msg) from None
+            if is_missing_table(exc):
+                raise tables_missing("a table of the SQL-table broker", self._description) from None
             msg = f"SQL broker at {self._description} unavailable: {type(exc.orig).__name__}"
             raise BrokerError(msg) from None
-        return PublishResult(outcomes=[EntryOutcome(Outcome.PUBLISHED) for _ in entries])
+        return PublishResult(outcomes=[EntryOutcome(EntryStatus.PUBLISHED) for _ in entries])
 
     def _append(self, conn: Connection, rows: list[dict[str, object]]) -> None:
         streams = sorted({str(r["stream"]) for r in rows})

@@ -26,14 +26,13 @@ from sqlalchemy import ColumnElement, Delete, Table, and_, delete, func, insert,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox import create_async_engine, is_missing_table, tables_missing
 from outbox._redact import redact_url
-from outbox._schema import use_schema
-from outbox.errors import MIGRATE_HINT, BrokerError, ConfigError, SchemaMissingError
+from outbox.errors import BrokerError, ConfigError, SchemaMissingError
 
 from .._subscriber import Delivery, GroupStatus, RedeliveryHorizon
-from ._urls import async_url
 from .tables import stream_entry, stream_group, stream_lease, stream_pending
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "SqlTableSubscriber"]
@@ -120,11 +119,7 @@ class SqlTableSubscriber:
 
         ``schema``: the database schema of the broker's tables (PostgreSQL only).
         """
-        engine = use_schema(create_async_engine(async_url(url), pool_pre_ping=True), schema)
-        if engine.dialect.name == "sqlite":
-            from ._sqlite import configure_sqlite  # noqa: PLC0415
-
-            configure_sqlite(engine.sync_engine)
+        engine = create_async_engine(url, schema=schema, pool_pre_ping=True)
         return cls(engine, poll_interval=poll_interval)
 
     @property
@@ -133,9 +128,8 @@ class SqlTableSubscriber:
         return _MAX_BLOCK
 
     def _error(self, what: str, exc: DBAPIError) -> BrokerError | SchemaMissingError:
-        text = str(exc.orig).lower()
-        if "no such table" in text or ("does not exist" in text and "relation" in text):
-            return SchemaMissingError(f"broker tables missing at {self._where}: {MIGRATE_HINT}")
+        if is_missing_table(exc):
+            return tables_missing("a table of the SQL-table broker", self._where)
         return BrokerError(
             f"broker database at {self._where} failed during {what}: {type(exc.orig).__name__}"
         )

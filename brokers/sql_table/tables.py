@@ -20,15 +20,19 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
 )
 
-from outbox.tables import metadata
+from outbox.tables import NAMING_CONVENTION
 
-__all__ = ["stream_entry", "stream_fence", "stream_group", "stream_lease", "stream_pending"]
+__all__ = ["metadata", "stream_entry", "stream_fence", "stream_group", "stream_lease", "stream_pending"]
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The SQL-table broker's five tables."""
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

@@ -13,7 +13,6 @@ text is kept with passwords in URLs masked.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import traceback
 from typing import TextIO
@@ -21,17 +20,10 @@ from typing import TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from outbox import ConfigError, add_trace_ids
+from outbox import ConfigError, add_trace_ids, redact_text
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _FORMATS = ("auto", "json", "console")
-# scheme://user:password@ -> scheme://user:***@ (also inside exception text).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
-
-
-def redact_text(text: str) -> str:
-    """Mask the password of every URL in ``text``."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
 def _redact_values(

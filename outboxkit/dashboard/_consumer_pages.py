@@ -48,7 +48,7 @@ async def letters(request: Request) -> Response:
     board = dashboard_of(request)
     f = parse_letter_filter(request.query_params)
 
-    def read() -> list[inbox.DeadLetter] | None:
+    def read() -> list[inbox.ConsumerDeadLetter] | None:
         if _table_missing(board):
             return None
         with board.db.connect() as conn:
@@ -63,7 +63,7 @@ async def letter(request: Request) -> Response:
     board = dashboard_of(request)
     letter_id = parse_ids([str(request.path_params["letter_id"])])[0]
 
-    def read() -> inbox.DeadLetter | None:
+    def read() -> inbox.ConsumerDeadLetter | None:
         if _table_missing(board):
             return None
         with board.db.connect() as conn:
@@ -88,7 +88,7 @@ async def confirm(request: Request) -> Response:
     action = _action(request.query_params.get("action"))
     ids = parse_ids(request.query_params.getlist("id"))
 
-    def read() -> list[inbox.DeadLetter]:
+    def read() -> list[inbox.ConsumerDeadLetter]:
         if _table_missing(board):
             return []
         with board.db.connect() as conn:

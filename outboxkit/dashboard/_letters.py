@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, Table, exists, select
 
-from inbox import DeadLetter as ConsumerDeadLetter
-from inbox import inbox_dead_letter
+from inbox import ConsumerDeadLetter, inbox_dead_letter
 
 from ._database import DashboardDatabase
 from ._filters import LetterFilter

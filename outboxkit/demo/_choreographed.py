@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 import inbox
 from outbox import Envelope, JSONValue, outbox_tables, publish
-from saga import follow_up_headers, new_flow_headers
+from saga import check_event_type, follow_up_headers, new_flow_headers
 
 from ._events import emit, money
 from ._participants import Charge, Faults, charge, refund, release_stock, reserve_stock
@@ -59,8 +59,8 @@ def _emit_event(session: Session, service: Service, cause: Envelope, topic: str,
         topic,
         payload,
         key=cause.key,
-        type=type_,
-        headers=follow_up_headers(cause, event_type=type_),
+        type=check_event_type(type_),
+        headers=follow_up_headers(cause),
         config=service.outbox,
     )
     emit(session, "event_published", service=service.name, order_id=str(cause.key),

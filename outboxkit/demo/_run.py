@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from brokers.sql_table import configure_sqlite
+from outbox import create_engine
 from outboxkit.demo import (
     INVENTORY,
     ORDER,
@@ -71,7 +70,7 @@ class DemoRun:
     pace: dt.timedelta
 
     def __post_init__(self) -> None:
-        self.engines = {s.name: _engine(self.ws.urls[s.name]) for s in SERVICES}
+        self.engines = {s.name: create_engine(self.ws.urls[s.name]) for s in SERVICES}
         self.orchestrator = make_orchestrator(order_saga(timeout=self.step_timeout))
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> Result:
@@ -116,7 +115,7 @@ class DemoRun:
         # (the switch fails with "database is locked" beside other connections).
         for url in [*self.ws.urls.values(), self.ws.broker]:
             if url.startswith("sqlite"):
-                engine = _engine(url)
+                engine = create_engine(url)
                 with engine.connect():
                     pass
                 engine.dispose()
@@ -164,13 +163,6 @@ class DemoRun:
         detail = "all as planned" if not wrong else "not as planned: " + ", ".join(f"#{w}" for w in wrong)
         checks.append(Check(name="each order ended as the business rules say", ok=not wrong, detail=detail))
         return checks
-
-
-def _engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        configure_sqlite(engine)
-    return engine
 
 
 def _describe(error: BaseException) -> str:

@@ -31,7 +31,7 @@ def prepare_databases(urls: Mapping[str, str]) -> None:
     for service in SERVICES:
         url = urls[service.name]
         outbox.upgrade(url, config=service.outbox)
-        engine = sa.create_engine(url)
+        engine = outbox.create_engine(url)
         try:
             service.metadata.create_all(engine)
         finally:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
+from brokers import EntryStatus, Fence, OutgoingEntry, Publisher, connect_publisher
 from brokers.memory import MemoryBroker, MemoryPublisher
 from outbox import FencedError
 from tests._kafka import create_topic, read_fields
@@ -136,7 +136,7 @@ def test_publisher_appends_a_batch_in_order(subject: Subject) -> None:
     """Every entry of a batch is appended, in batch order, with a PUBLISHED outcome."""
     token = _token(subject)
     result = subject.publisher.publish(_entries(25), incarnation=token)
-    assert [o.outcome for o in result.outcomes] == [Outcome.PUBLISHED] * 25
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.PUBLISHED] * 25
     assert [e["id"] for e in subject.read("orders")] == [str(i) for i in range(25)]
 
 
@@ -167,5 +167,5 @@ def test_publisher_reports_its_incarnation(subject: Subject) -> None:
     assert token
     result = subject.publisher.publish(_entries(2), incarnation="not-the-token")
     assert result.incarnation == token
-    assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED, Outcome.SKIPPED]
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED, EntryStatus.SKIPPED]
     assert subject.read("orders") == []

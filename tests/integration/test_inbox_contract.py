@@ -19,20 +19,21 @@ import outbox
 from brokers import StreamLayout, connect_subscriber
 from outbox import Envelope
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
+from tests._tables import create_toolkit_tables
 
 
 @pytest.fixture
 def app_db(pg_url: str) -> str:
     engine = create_engine(pg_url)
     domain.create_all(engine)
-    outbox.metadata.create_all(engine)
+    create_toolkit_tables(engine)
     engine.dispose()
     return pg_url
 
 
 async def _consume_one(
     handler: Callable[..., Any], db: str, redis_url: str, client: redis.Redis, prefix: str, mode: inbox.Mode
-) -> list[inbox.DeadLetter]:
+) -> list[inbox.ConsumerDeadLetter]:
     layout = StreamLayout(prefix=prefix, default_partitions=1)
     (stream,) = layout.streams_of("orders.created")
     client.xadd(stream, entry(payload={"n": 1}))

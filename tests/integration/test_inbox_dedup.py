@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 
 import inbox
 import outbox
-from brokers.sql_table import async_url
-from outbox import Envelope
+from outbox import Envelope, async_url
 from tests._inbox import domain, effect, record_effect
 
 
@@ -49,7 +48,7 @@ def test_process_skips_duplicate_on_both_databases(db_url: str) -> None:
     for _ in range(5):
         with Session(engine) as session, session.begin():
             outcomes.append(inbox.process(session, "billing", message, record_effect))
-    assert outcomes == [inbox.Outcome.PROCESSED] + [inbox.Outcome.DUPLICATE] * 4
+    assert outcomes == [inbox.ProcessResult.PROCESSED] + [inbox.ProcessResult.DUPLICATE] * 4
     assert _effects(db_url) == 1
     with engine.connect() as conn:
         row = conn.execute(select(inbox.inbox)).one()
@@ -88,8 +87,8 @@ def test_process_race_commits_effect_exactly_once(pg_url: str) -> None:
         t.start()
     for t in threads:
         t.join(10)
-    assert results["first"] is inbox.Outcome.PROCESSED
-    assert results["second"] is inbox.Outcome.DUPLICATE
+    assert results["first"] is inbox.ProcessResult.PROCESSED
+    assert results["second"] is inbox.ProcessResult.DUPLICATE
     assert float(results["waited"]) > 0.2  # type: ignore[arg-type]
     assert _effects(pg_url) == 1
     engine.dispose()
@@ -122,7 +121,7 @@ def test_process_race_after_rollback_processes_again(pg_url: str) -> None:
         t.start()
     for t in threads:
         t.join(10)
-    assert results["second"] is inbox.Outcome.PROCESSED
+    assert results["second"] is inbox.ProcessResult.PROCESSED
     assert _effects(pg_url) == 1
     engine.dispose()
 
@@ -143,7 +142,11 @@ async def test_process_async_skips_duplicate(db_url: str) -> None:
         async with AsyncSession(engine) as session, session.begin():
             outcomes.append(await inbox.process_async(session, "billing", message, handler))
     await engine.dispose()
-    assert outcomes == [inbox.Outcome.PROCESSED, inbox.Outcome.DUPLICATE, inbox.Outcome.DUPLICATE]
+    assert outcomes == [
+        inbox.ProcessResult.PROCESSED,
+        inbox.ProcessResult.DUPLICATE,
+        inbox.ProcessResult.DUPLICATE,
+    ]
     assert _effects(db_url) == 1
 
 

@@ -23,7 +23,7 @@ from outbox import ConfigError, Envelope, key_hash
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
 
 
-def _dead_letters(url: str) -> list[inbox.DeadLetter]:
+def _dead_letters(url: str) -> list[inbox.ConsumerDeadLetter]:
     engine = create_engine(url)
     try:
         return inbox.select_dead_letters(engine)

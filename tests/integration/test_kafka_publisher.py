@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from brokers import Fence, Outcome, OutgoingEntry, PublishResult, connect_publisher
+from brokers import EntryStatus, Fence, OutgoingEntry, PublishResult, connect_publisher
 from brokers.kafka import KafkaPublisher
 from outbox import BrokerAuthError, BrokerError, FencedError
 from tests._kafka import KafkaEndpoint, KafkaServer, create_topic, read_records
@@ -54,7 +54,7 @@ def test_kafka_partitioner_places_a_key_in_one_partition(
     keys = [f"order-{i}" for i in range(12)]
     entries = [_entry(f"{topic}:{zlib.crc32(k.encode()) % 4}", k, seq) for seq in range(3) for k in keys]
     result = publisher.publish(entries, incarnation=token)
-    assert {o.outcome for o in result.outcomes} == {Outcome.PUBLISHED}
+    assert {o.outcome for o in result.outcomes} == {EntryStatus.PUBLISHED}
     placed: dict[str, set[int]] = {}
     for partition in range(4):
         for record in read_records(kafka_server.bootstrap, topic, partition):
@@ -83,7 +83,12 @@ def test_kafka_entry_refused_by_the_broker_is_rejected_and_later_entries_of_its_
     ]
     result = publisher.publish(entries, incarnation=token)
     outcomes = [o.outcome for o in result.outcomes]
-    assert outcomes == [Outcome.REJECTED, Outcome.SKIPPED, Outcome.PUBLISHED, Outcome.REJECTED]
+    assert outcomes == [
+        EntryStatus.REJECTED,
+        EntryStatus.SKIPPED,
+        EntryStatus.PUBLISHED,
+        EntryStatus.REJECTED,
+    ]
     assert "MSG_SIZE_TOO_LARGE" in (result.outcomes[0].error or "")
     assert "not a valid Kafka topic name" in (result.outcomes[3].error or "")
     assert [r.key() for r in read_records(kafka_server.bootstrap, topic, 1)] == [b"b"]
@@ -119,7 +124,7 @@ def test_kafka_broker_that_lost_its_data_reports_a_new_incarnation(
             lambda: publisher.publish([_entry(f"{kafka_prefix}orders", "a", 0)], incarnation=before)
         )
         assert result.incarnation not in (None, before)
-        assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED]
+        assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED]
         assert read_records(server.bootstrap, f"{kafka_prefix}orders") == []
 
 

@@ -287,3 +287,22 @@ def test_stale_incarnation_reply_never_rolls_the_record_back(db_url: str) -> Non
     assert frozen.expected() == newest  # it re-reads and publishes under the current token next
     frozen_relay.close()
     assert [e["id"] for e in broker.entries("orders")] == ids
+
+
+def test_relay_close_leaves_an_engine_passed_in_open(db_url: str) -> None:
+    """A relay given the caller's engine drains the outbox, and its pooled connections survive the relay's exit."""
+    write_events(db_url, 5)
+    engine = create_engine(db_url)  # pooled: its idle connection is what a dispose would close
+    try:
+        with engine.connect() as conn:
+            pooled = conn.connection.dbapi_connection
+        assert pooled is not None
+        daemon = Relay(_config(db_url, once=True), publisher=MemoryPublisher(MemoryBroker()), engine=engine)
+        daemon.run()  # run() closes the relay on exit
+        assert daemon.stats.published == 5
+        cursor = pooled.cursor()  # a disposed pool closed it: "closed database" / "the connection is closed"
+        cursor.execute("SELECT count(*) FROM outbox")
+        assert cursor.fetchone() == (0,)
+        cursor.close()
+    finally:
+        engine.dispose()

@@ -6,7 +6,9 @@ import datetime as dt
 import functools
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 import outbox
-from brokers import Fence, Outcome, OutgoingEntry, StreamLayout
+from brokers import EntryStatus, Fence, OutgoingEntry, PublishResult, StreamLayout
 from brokers.redis_streams import RedisStreamsPublisher
 from outbox import BrokerAuthError
 from relay import Relay, RelayConfig
@@ -131,25 +133,63 @@ def test_relay_fence_refuses_a_stale_batch_atomically(redis_url: str, stream_pre
     publisher.close()
 
 
+class _PausingPublisher:
+    """A real publisher that holds the first non-empty batch until released: a relay "paused" mid-batch."""
+
+    def __init__(self, inner: RedisStreamsPublisher) -> None:
+        self.inner = inner
+        self.paused = threading.Event()
+        self.release = threading.Event()
+        self.errors: list[Exception] = []
+
+    @property
+    def description(self) -> str:
+        return self.inner.description
+
+    def publish(
+        self,
+        entries: Sequence[OutgoingEntry],
+        *,
+        fences: Sequence[Fence] = (),
+        incarnation: str | None = None,
+    ) -> PublishResult:
+        if entries and not self.paused.is_set():
+            self.paused.set()
+            assert self.release.wait(30), "never released"
+        try:
+            return self.inner.publish(entries, fences=fences, incarnation=incarnation)
+        except Exception as exc:
+            self.errors.append(exc)
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def test_relay_paused_past_its_lease_is_fenced(pg_url: str, redis_url: str, stream_prefix: str,
                                                redis_client: redis.Redis) -> None:  # fmt: skip
     """A relay whose lease was taken over while it held a claimed batch cannot publish that batch."""
     write_events(pg_url, 10)
     ttl = dt.timedelta(seconds=1)
-    stale = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="a-stale"))
-    stale.leases.ensure_partitions()
-    stale.leases.refresh(now=dt.datetime.now(dt.UTC))
-    owned = sorted(stale.leases.view.epochs)
-    batch = stale.store_claim(owned)  # claimed ... then "paused"
-    time.sleep(1.2)
-    newer = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="b-new", once=True))
-    newer.run()  # takes every partition over (epoch + 1) and publishes
-    stream = f"{stream_prefix}orders"
-    assert _xlen(redis_client, stream) == 10
-    stale.leases.view.valid_until = time.monotonic() + 60  # it still believes its lease
-    with pytest.raises(outbox.FencedError):
-        stale._relay_batch(batch, owned)
-    assert _xlen(redis_client, stream) == 10
+    pausing = _PausingPublisher(RedisStreamsPublisher(redis_url, key_prefix=stream_prefix))
+    stale = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="a-stale", once=True),
+                  publisher=pausing)  # fmt: skip
+    with capture_logs() as logs:
+        runner = threading.Thread(target=stale.run, daemon=True)
+        runner.start()
+        assert pausing.paused.wait(30), "the stale relay never claimed a batch"  # claimed ... then "paused"
+        time.sleep(ttl.total_seconds() * 1.2)
+        newer = Relay(_config(pg_url, redis_url, stream_prefix, lease_ttl=ttl, relay_id="b-new", once=True))
+        newer.run()  # takes every partition over (epoch + 1) and publishes
+        newer.close()
+        stream = f"{stream_prefix}orders"
+        assert _xlen(redis_client, stream) == 10
+        pausing.release.set()  # the stale relay wakes up, still believing its lease
+        runner.join(30)
+    assert not runner.is_alive()
+    assert [type(e) for e in pausing.errors] == [outbox.FencedError]
+    assert [e["relay_id"] for e in logs if e["event"] == "relay.fenced"] == ["a-stale"]
+    assert _xlen(redis_client, stream) == 10  # the stale batch was refused, nothing doubled
     stale.close()
 
 
@@ -342,7 +382,7 @@ def test_redis_publisher_max_len_trims_approximately_and_keeps_the_newest(
             OutgoingEntry(stream, {"id": f"{batch}-{i}", "data": "{}"}, order_key=None) for i in range(100)
         ]
         result = publisher.publish(entries, incarnation=token)
-        assert {o.outcome for o in result.outcomes} == {Outcome.PUBLISHED}
+        assert {o.outcome for o in result.outcomes} == {EntryStatus.PUBLISHED}
     publisher.close()
     length = redis_client.xlen(stream)
     assert 10 <= length < 500  # trimmed, by whole nodes (approximate MAXLEN ~)

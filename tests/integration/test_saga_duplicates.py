@@ -53,7 +53,7 @@ def test_saga_duplicate_reply_changes_nothing(engine: sa.Engine) -> None:
     before = _snapshot(engine, saga_id)
     with structlog.testing.capture_logs() as logs:
         outcome = deliver(engine, orch, reply)
-    assert outcome == saga.Outcome(
+    assert outcome == saga.HandlingResult(
         saga_id=saga_id,
         applied=False,
         state=saga.SagaState.RUNNING,
@@ -183,7 +183,7 @@ def test_saga_concurrent_duplicate_replies_one_wins_on_postgresql(pg_url: str) -
         orch = orchestrator()
         saga_id = start(engine, orch)
         reply = answer(engine, last(engine, INVENTORY))
-        results: list[saga.Outcome] = []
+        results: list[saga.HandlingResult] = []
         first = Session(engine)
         first.begin()
         results.append(orch.handle_reply(first, reply))
@@ -217,7 +217,7 @@ def test_saga_concurrent_reply_and_timer_one_wins_on_postgresql(pg_url: str) -> 
         deliver(engine, orch, answer(engine, last(engine, INVENTORY)))
         reply = answer(engine, last(engine, PAYMENT))
         fire = timer(engine, saga_id)
-        outcomes: list[saga.Outcome] = []
+        outcomes: list[saga.HandlingResult] = []
         first = Session(engine)
         first.begin()
         outcomes.append(orch.handle_timer(first, fire))

@@ -71,7 +71,7 @@ def test_saga_happy_path_completes_with_one_command_per_step(engine: sa.Engine) 
 
     reply = answer(engine, reserve, data={"reservation": "r-9"})
     outcome = deliver(engine, orch, reply)
-    assert outcome == saga.Outcome(saga_id=saga_id, applied=True, state=saga.SagaState.RUNNING)
+    assert outcome == saga.HandlingResult(saga_id=saga_id, applied=True, state=saga.SagaState.RUNNING)
     charge = last(engine, PAYMENT)
     assert charge.type == "ChargePayment"
     assert charge.headers["causation_id"] == str(reply.id)

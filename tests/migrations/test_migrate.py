@@ -10,11 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
-import inbox.tables  # noqa: F401 - adds the inbox tables to outbox.metadata for the drift check
 import outbox
-import relay.tables  # noqa: F401 - registers the relay tables on outbox.metadata
-import saga.tables  # noqa: F401 - adds the saga tables to outbox.metadata for the drift check
 from tests._cli import run_cli
+from tests._tables import TOOLKIT_METADATA
 
 TOOLKIT_TABLES = {
     "outbox",
@@ -125,7 +123,7 @@ def _assert_no_drift(url: str) -> None:
                 ),
             },
         )
-        assert compare_metadata(context, outbox.metadata) == []
+        assert compare_metadata(context, TOOLKIT_METADATA) == []
     engine.dispose()
 
 

@@ -68,7 +68,7 @@ def inbox_use() -> None:
             key="k",
             time=dt.datetime.now(dt.UTC),
         )
-        outcome: inbox.Outcome = inbox.process(session, "billing", message, charge)
+        outcome: inbox.ProcessResult = inbox.process(session, "billing", message, charge)
         del outcome
     config = inbox.ConsumerConfig(group="billing", mode=inbox.Mode.BATCH, retention=dt.timedelta(days=3))
     del config

@@ -42,7 +42,7 @@ ORDER = saga.SagaDefinition(
 orchestrator = saga.Orchestrator([ORDER], reply_topic="orders.saga.replies", timer_topic="orders.saga.timers")
 
 
-def orchestrate(command: Envelope) -> tuple[uuid.UUID, saga.Outcome, list[saga.SagaCount]]:
+def orchestrate(command: Envelope) -> tuple[uuid.UUID, saga.HandlingResult, list[saga.SagaCount]]:
     engine = create_engine("sqlite://")
     with Session(engine) as session, session.begin():
         saga_id = orchestrator.start(session, "order", {"order_id": "o-1"}, cause=command)
@@ -64,7 +64,7 @@ async def async_participant(command: Envelope, session: AsyncSession) -> uuid.UU
     return await saga.reply(session, command, ok=True, data={"reservation": "r-1"})
 
 
-async def async_orchestrate(session: AsyncSession, reply: Envelope) -> saga.Outcome:
+async def async_orchestrate(session: AsyncSession, reply: Envelope) -> saga.HandlingResult:
     return await session.run_sync(orchestrator.handle_reply, reply)
 
 

@@ -42,3 +42,21 @@ def test_autogenerate_filter_follows_configured_names_and_chains() -> None:
     assert hook(_table("outbox"), "outbox", "table", False, None)
     assert not hook(_table("legacy"), "legacy", "table", False, None)
     assert seen == ["outbox", "legacy"]
+
+
+def test_every_table_a_package_owns_is_hidden_from_autogenerate() -> None:
+    """The name-based filter and the packages' own metadata agree on what the toolkit's tables are (#10)."""
+    from tests._tables import TOOLKIT_METADATA  # noqa: PLC0415 - imports every package
+
+    hook = outbox.autogenerate_filter()
+    tables = [t for metadata in TOOLKIT_METADATA for t in metadata.sorted_tables]
+    assert len(tables) == 16
+    assert [t.name for t in tables if hook(t, t.name, "table", False, None)] == []
+
+
+def test_importing_outbox_registers_no_other_packages_tables() -> None:
+    """outbox.metadata is the write side's two tables, whatever else a process imported."""
+    import inbox.tables  # noqa: F401, PLC0415
+    import saga.tables  # noqa: F401, PLC0415
+
+    assert sorted(outbox.metadata.tables) == ["outbox", "outbox_dead_letter"]

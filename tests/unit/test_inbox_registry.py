@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import inbox
-from outbox import ConfigError, Envelope, ValidationError
+from outbox import ConfigError, Envelope, HeadersError, ValidationError
 from tests._inbox import memory_engine
 
 
@@ -83,7 +83,7 @@ def test_process_runs_handler_once_per_consumer() -> None:
             inbox.process(session, "billing", message, lambda m, s: calls.append("billing"))
     with Session(engine) as session, session.begin():
         outcome = inbox.process(session, "shipping", message, lambda m, s: calls.append("shipping"))
-    assert outcome is inbox.Outcome.PROCESSED
+    assert outcome is inbox.ProcessResult.PROCESSED
     assert calls == ["billing", "shipping"]
 
 
@@ -98,7 +98,7 @@ def test_process_rolled_back_is_not_recorded() -> None:
     with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
         inbox.process(session, "billing", message, failing)
     with Session(engine) as session, session.begin():
-        assert inbox.process(session, "billing", message, lambda m, s: None) is inbox.Outcome.PROCESSED
+        assert inbox.process(session, "billing", message, lambda m, s: None) is inbox.ProcessResult.PROCESSED
         rows = session.execute(select(func.count()).select_from(inbox.inbox)).scalar()
     assert rows == 1
 
@@ -128,6 +128,26 @@ def test_follow_up_headers_copy_correlation_and_set_causation() -> None:
     second = _message(correlation_id="corr-1")
     headers = inbox.follow_up_headers(second, {"tenant": "a"})
     assert headers == {"correlation_id": "corr-1", "causation_id": str(second.id), "tenant": "a"}
+
+
+@pytest.mark.parametrize("name", ["correlation_id", "causation_id"])
+def test_follow_up_headers_refuse_a_caller_overriding_the_flow(name: str) -> None:
+    """The message being handled decides both flow headers; another value is an error, not a silent choice."""
+    cause = _message(correlation_id="corr-1")
+    with pytest.raises(HeadersError, match=name):
+        inbox.follow_up_headers(cause, {name: "something-else"})
+    same = {"correlation_id": "corr-1", "causation_id": str(cause.id)}[name]
+    assert inbox.follow_up_headers(cause, {name: same})[name] == same  # restating it is fine
+
+
+def test_a_reply_chain_names_each_link_and_keeps_the_flow() -> None:
+    """command -> reply -> next command: every causation id is the previous message, one correlation id."""
+    command = _message(correlation_id="order-7")
+    reply = _message(**inbox.follow_up_headers(command))
+    next_command = _message(**inbox.follow_up_headers(reply))
+    assert reply.causation_id == str(command.id)
+    assert next_command.causation_id == str(reply.id)
+    assert {command.correlation_id, reply.correlation_id, next_command.correlation_id} == {"order-7"}
 
 
 def test_consumer_config_validates() -> None:

@@ -352,8 +352,8 @@ async def test_retry_dead_letter_runs_handler_once_and_marks_it() -> None:
     await _runner(registry, engine, streams, max_deliveries=1).run(once=True)
     [letter] = inbox.select_dead_letters(engine)
     broken["on"] = False
-    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.Outcome.PROCESSED
-    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.Outcome.DUPLICATE
+    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.ProcessResult.PROCESSED
+    assert inbox.retry_dead_letter(engine, registry, letter.id) is inbox.ProcessResult.DUPLICATE
     assert _count(engine) == 1
     assert inbox.select_dead_letters(engine) == []
     assert inbox.purge_dead_letters(engine, consumer="billing") == 1

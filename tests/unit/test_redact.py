@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import outbox
 from outbox import redact_url
 
 
@@ -43,3 +44,14 @@ def test_redact_url_masks_passwords_in_query_parameters(url: str) -> None:
     redacted = redact_url(url)
     assert "s3cret" not in redacted
     assert "***" in redacted
+
+
+def test_redact_text_masks_every_url_password_inside_a_text() -> None:
+    """The one URL-password mask, shared by log rendering and driver reasons (#10)."""
+    text = "connect to postgresql+psycopg://app:Pw-1@db/x failed; fallback redis://:Pw-2@cache:6379/0 too"
+    masked = outbox.redact_text(text)
+    assert (
+        masked
+        == "connect to postgresql+psycopg://app:***@db/x failed; fallback redis://:***@cache:6379/0 too"
+    )
+    assert outbox.redact_text("no url here: a:b@c") == "no url here: a:b@c"

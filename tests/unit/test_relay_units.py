@@ -1,37 +1,16 @@
-"""Pure pieces of the relay: backoff, config, the memory broker's contract, URL dispatch."""
+"""Pure pieces of the relay: config, the memory broker's contract, URL dispatch."""
 
 from __future__ import annotations
 
 import datetime as dt
-import random
 
 import pytest
 
-from brokers import Fence, Outcome, OutgoingEntry, connect_publisher
+from brokers import EntryStatus, Fence, OutgoingEntry, connect_publisher
 from brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
 from outbox import BrokerError, ConfigError, FencedError
 from outboxkit.cli._options import parse_topic_partitions
 from relay import RelayConfig
-from relay._backoff import Backoff, backoff_delay
-
-
-def test_backoff_delay_grows_exponentially_with_jitter_and_cap() -> None:
-    """Delays double per attempt, stay within [nominal/2, nominal], and never pass the cap."""
-    rng = random.Random(1)
-    for attempt in range(1, 12):
-        nominal = min(30.0, 0.5 * 2 ** (attempt - 1))
-        delay = backoff_delay(attempt, base=0.5, cap=30.0, rng=rng)
-        assert nominal / 2 <= delay <= nominal
-    assert backoff_delay(10_000, base=1, cap=5) <= 5
-
-
-def test_backoff_counter_resets_after_success() -> None:
-    """A reset starts the sequence over from the base delay."""
-    backoff = Backoff(base=dt.timedelta(seconds=1), cap=dt.timedelta(seconds=60))
-    first = [backoff.next_delay() for _ in range(5)]
-    assert first[-1] >= 8
-    backoff.reset()
-    assert backoff.next_delay() <= 1
 
 
 @pytest.mark.parametrize(
@@ -70,10 +49,10 @@ def test_memory_broker_rejection_skips_later_entries_of_the_key() -> None:
     entries = [OutgoingEntry("s", {"id": i}, order_key=i[0]) for i in ("a1", "b1", "a2", "b2")]
     result = broker.append(entries, [], broker.incarnation)
     assert [o.outcome for o in result.outcomes] == [
-        Outcome.REJECTED,
-        Outcome.PUBLISHED,
-        Outcome.SKIPPED,
-        Outcome.PUBLISHED,
+        EntryStatus.REJECTED,
+        EntryStatus.PUBLISHED,
+        EntryStatus.SKIPPED,
+        EntryStatus.PUBLISHED,
     ]
 
 
@@ -82,7 +61,7 @@ def test_memory_broker_reports_a_new_incarnation_without_writing() -> None:
     broker = MemoryBroker()
     result = broker.append([OutgoingEntry("s", {"id": "1"})], [], "old")
     assert result.incarnation == broker.incarnation
-    assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED]
+    assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED]
     assert broker.entries("s") == []
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import inbox
 import saga
 from outbox import Envelope, ValidationError
 from saga import Command, Local, RetryPolicy, SagaDefinition, SagaDefinitionError, Step
@@ -154,7 +155,9 @@ def test_saga_follow_up_headers_propagate_correlation_and_set_causation() -> Non
         time=dt.datetime.now(dt.UTC),
         headers={"correlation_id": "flow-9"},
     )
-    assert saga.follow_up_headers(cause, {"tenant": "acme"}, event_type="PaymentCharged") == {
+    assert saga.follow_up_headers is inbox.follow_up_headers  # one copy (#10)
+    assert saga.check_event_type("PaymentCharged") == "PaymentCharged"
+    assert saga.follow_up_headers(cause, {"tenant": "acme"}) == {
         "tenant": "acme",
         "correlation_id": "flow-9",
         "causation_id": str(cause.id),
@@ -164,7 +167,7 @@ def test_saga_follow_up_headers_propagate_correlation_and_set_causation() -> Non
     assert saga.new_flow_headers("c-1") == {"correlation_id": "c-1"}
     assert uuid.UUID(saga.new_flow_headers()["correlation_id"])
     with pytest.raises(ValidationError, match="PascalCase"):
-        saga.follow_up_headers(cause, event_type="payment_charged")
+        saga.check_event_type("payment_charged")
 
 
 @pytest.mark.parametrize(
