@@ -176,7 +176,7 @@ def test_existing_app_alembic_check_proposes_nothing_for_toolkit_tables(url: str
 
 
 def test_existing_app_env_without_filter_would_drop_toolkit_tables(url: str) -> None:
-    """The documented filter is what keeps autogenerate off all 16 toolkit tables (#9)."""
+    """The documented filter is what keeps autogenerate off every toolkit table (#9)."""
     upgrade(url)
     engine = sa.create_engine(url)
     with engine.connect() as conn:
