@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
+from tests._nats import NatsCluster
 from tests._servers import (
     ExternalPostgres,
     ExternalRedis,
@@ -33,7 +34,16 @@ if TYPE_CHECKING:
 PG_URL_ENV = "OUTBOXKIT_TEST_DATABASE_URL"
 REDIS_URL_ENV = "OUTBOXKIT_TEST_REDIS_URL"
 # Tests using these fixtures talk to real servers: they get the `integration` mark.
-SERVER_FIXTURES = frozenset({"pg_server", "redis_server", "pg_server_factory", "redis_server_factory"})
+SERVER_FIXTURES = frozenset(
+    {
+        "pg_server",
+        "redis_server",
+        "pg_server_factory",
+        "redis_server_factory",
+        "nats_cluster",
+        "nats_cluster_factory",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -164,3 +174,35 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private Redis servers a test may kill or restart: ``redis_server_factory(persistence="aof")``."""
     with ServerPool(RedisServer, skip_if_set=REDIS_URL_ENV) as pool:
         yield pool.start
+
+
+# -- NATS JetStream ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """The session's 3-node JetStream cluster on loopback (nats-server from the dev extras)."""
+    with NatsCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_url(nats_cluster: NatsCluster) -> str:
+    """``nats://admin:...@h1,h2,h3`` of the session's cluster (every permission)."""
+    return nats_cluster.url()
+
+
+@pytest.fixture
+def nats_cluster_factory() -> Iterator[Callable[..., NatsCluster]]:
+    """Start private clusters a test may kill nodes of: ``nats_cluster_factory(size=3)``."""
+    started: list[NatsCluster] = []
+
+    def start(**kwargs: int) -> NatsCluster:
+        cluster = NatsCluster(**kwargs)
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.close()

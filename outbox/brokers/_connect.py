@@ -6,6 +6,8 @@ URL                                         broker
 ``redis://[user:pw@]host[:port][/db]``      Redis Streams
 ``rediss://...``                            Redis Streams over TLS
 ``unix:///path/redis.sock[?db=0]``          Redis Streams over a Unix socket
+``nats://[user:pw@]h1:4222,h2:4222[?...]``  NATS JetStream (``outboxkit[nats]``)
+``tls://...``                               NATS JetStream over TLS
 ``memory://[name]``                         in-process broker (tests)
 any SQLAlchemy URL (``sqlite:///b.db``,     SQL-table broker in that database
 ``postgresql+psycopg://...``)
@@ -27,6 +29,8 @@ __all__ = ["connect_publisher"]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres")
+NATS_SCHEMES = frozenset({"nats", "tls"})
+NATS_EXTRA_HINT = "the NATS broker needs the nats extra: pip install 'outboxkit[nats]'"
 
 
 def connect_publisher(
@@ -50,6 +54,12 @@ def connect_publisher(
         from .redis_streams_publish import RedisStreamsPublisher  # noqa: PLC0415 - optional dependency
 
         return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len)
+    if scheme in NATS_SCHEMES:
+        try:
+            from .nats_jetstream import NatsJetStreamPublisher  # noqa: PLC0415 - optional dependency
+        except ImportError:
+            raise ConfigError(NATS_EXTRA_HINT) from None
+        return NatsJetStreamPublisher(url, key_prefix=key_prefix, max_len=max_len)
     if scheme == "memory":
         from .memory import MemoryPublisher, memory_broker  # noqa: PLC0415
 
@@ -60,7 +70,7 @@ def connect_publisher(
 
         return SqlTablePublisher(url, max_len=max_len, schema=schema)
     msg = (
-        f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, memory://"
+        f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, nats://, tls://, memory://"
         " or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
     )
     raise ConfigError(msg)

