@@ -15,6 +15,7 @@ under the least-privilege permissions docs/brokers.md documents
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 import re
@@ -24,15 +25,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from tests._servers import _LIVE, LOCALHOST, ServerError, ServerNotInstalledError, _ServerProcess, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
     from types import TracebackType
 
-__all__ = ["ADMIN", "CONSUMER_USER", "RELAY_USER", "NatsCluster", "NatsNode", "find_nats_server"]
+__all__ = [
+    "ADMIN",
+    "CONSUMER_USER",
+    "RELAY_USER",
+    "NatsCluster",
+    "NatsNode",
+    "find_nats_server",
+    "nats_add",
+    "nats_entries",
+]
 
 MIN_NATS_VERSION: Final = (2, 14)
 NATS_INSTALL_HINT: Final = (
@@ -42,6 +52,7 @@ ADMIN: Final = ("admin", "admin-secret-pw")
 RELAY_USER: Final = ("relay", "relay-secret-pw")
 CONSUMER_USER: Final = ("consumer", "consumer-secret-pw")
 READY_TIMEOUT: Final = 30.0
+T = TypeVar("T")
 
 # The least privilege of each half, exactly as docs/brokers.md shows it.
 RELAY_PERMISSIONS: Final = {
@@ -239,3 +250,69 @@ class NatsCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+# -- reading and writing streams behind the toolkit's back (test oracles) ------------
+
+
+def nats_entries(url: str, stream: str) -> list[dict[str, str]]:
+    """Every entry of toolkit stream ``stream`` in stream order, as wire fields (``data`` as text)."""
+    return _run(_entries(url, stream))
+
+
+async def _entries(url: str, stream: str) -> list[dict[str, str]]:
+    import nats  # noqa: PLC0415
+    import nats.js.errors  # noqa: PLC0415
+
+    from outbox.brokers.nats_jetstream._names import stream_name  # noqa: PLC0415
+
+    nc = await nats.connect(_servers_of(url), user=ADMIN[0], password=ADMIN[1])
+    try:
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(stream_name(stream))
+        except nats.js.errors.NotFoundError:
+            return []
+        entries = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                raw = await js.get_msg(stream_name(stream), seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            fields = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
+            fields["data"] = (raw.data or b"").decode()
+            entries.append(fields)
+        return entries
+    finally:
+        await nc.close()
+
+
+def nats_add(url: str, stream: str, fields: dict[str, str]) -> None:
+    """Append one entry to toolkit stream ``stream`` as the relay would (stream created if needed)."""
+    _run(_add(url, stream, fields))
+
+
+async def _add(url: str, stream: str, fields: dict[str, str]) -> None:
+    from outbox.brokers.nats_jetstream._config import parse_nats_url  # noqa: PLC0415
+    from outbox.brokers.nats_jetstream._connection import NatsConnection  # noqa: PLC0415
+    from outbox.brokers.nats_jetstream._names import subject_of  # noqa: PLC0415
+    from outbox.brokers.nats_jetstream._wire import to_message  # noqa: PLC0415
+
+    connection = NatsConnection(parse_nats_url(url))
+    try:
+        await connection.ensure_stream(stream)
+        payload, headers = to_message(fields)
+        await (await connection.jetstream()).publish(subject_of(stream), payload, headers=headers)
+    finally:
+        await connection.close()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: the callers may be inside an event loop (async tests)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(timeout=60)
+
+
+def _servers_of(url: str) -> list[str]:
+    hosts = url.split("@", 1)[-1].split("?", 1)[0]
+    return [f"nats://{h}" for h in hosts.split(",")]

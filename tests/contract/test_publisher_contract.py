@@ -1,4 +1,4 @@
-"""One contract for every broker's publish half: memory, SQL table (SQLite) and Redis Streams."""
+"""One contract for every broker's publish half: memory, SQL table (SQLite), Redis Streams and NATS JetStream."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis
 from outbox import FencedError
 from outbox.brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
 from outbox.brokers.memory import MemoryBroker, MemoryPublisher
+from tests._nats import nats_entries
 from tests._relay_support import sql_broker_entries
 
 
@@ -21,7 +22,7 @@ class Subject:
     has_incarnation: bool
 
 
-@pytest.fixture(params=["memory", "sql_table", "redis_streams"])
+@pytest.fixture(params=["memory", "sql_table", "redis_streams", "nats_jetstream"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         broker = MemoryBroker()
@@ -33,8 +34,16 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield Subject(publisher, lambda s: sql_broker_entries(url, s), has_incarnation=False)
         publisher.close()
         return
-    redis_url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("stream_prefix")
+    if request.param == "nats_jetstream":
+        url = request.getfixturevalue("nats_url")
+        publisher = connect_publisher(url, key_prefix=prefix)
+        yield Subject(
+            _Prefixed(publisher, prefix), lambda s: nats_entries(url, prefix + s), has_incarnation=True
+        )
+        publisher.close()
+        return
+    redis_url: str = request.getfixturevalue("redis_url")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     publisher = connect_publisher(redis_url, key_prefix=prefix)
 
@@ -64,10 +73,11 @@ class _Prefixed:
         self.inner.close()
 
 
-def _entries(n: int, stream: str = "orders") -> list[OutgoingEntry]:
+def _entries(n: int, stream: str = "orders", *, first: int = 0) -> list[OutgoingEntry]:
+    # Ids are unique per test: a broker that de-duplicates by message id (NATS) drops repeats.
     return [
         OutgoingEntry(stream, {"id": str(i), "data": f'{{"seq": {i}}}'}, order_key=f"k{i % 3}")
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
@@ -91,10 +101,12 @@ def test_publisher_refuses_a_stale_fence_and_writes_nothing(subject: Subject) ->
         subject.publisher.publish(_entries(3), fences=[Fence("outbox:1", 9), Fence("outbox:0", 4)],
                                   incarnation=token)  # fmt: skip
     assert len(subject.read("orders")) == 2
-    subject.publisher.publish(_entries(1), fences=[Fence("outbox:0", 5)], incarnation=token)  # same epoch: ok
+    subject.publisher.publish(
+        _entries(1, first=2), fences=[Fence("outbox:0", 5)], incarnation=token
+    )  # same: ok
     subject.publisher.publish([], fences=[Fence("outbox:0", 6)], incarnation=token)  # advance with no entries
     with pytest.raises(FencedError):
-        subject.publisher.publish(_entries(1), fences=[Fence("outbox:0", 5)], incarnation=token)
+        subject.publisher.publish(_entries(1, first=3), fences=[Fence("outbox:0", 5)], incarnation=token)
     assert len(subject.read("orders")) == 3
 
 

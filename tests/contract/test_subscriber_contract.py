@@ -1,4 +1,4 @@
-"""One contract for every subscriber: in-memory, SQL table (SQLite and PostgreSQL) and Redis Streams."""
+"""One contract for every subscriber: in-memory, SQL table (SQLite and PostgreSQL), Redis Streams, NATS."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from outbox.brokers import Subscriber, connect_subscriber
 from outbox.brokers.memory_subscribe import MemoryStreams, MemorySubscriber
 from outbox.brokers.sql_tables import stream_entry
 from tests._inbox import entry
+from tests._nats import nats_add
 
 NO_WAIT = dt.timedelta(milliseconds=10)
 
@@ -28,7 +29,7 @@ class Broker:
     stream: str
 
 
-@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis"])
+@pytest.fixture(params=["memory", "sql_sqlite", "sql_postgresql", "redis", "nats"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     stream = f"c{uuid.uuid4().hex[:8]}:orders.created"
     if request.param == "memory":
@@ -42,6 +43,12 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         yield Broker(subscriber, lambda s, f: client.xadd(s, f) and None, stream)  # type: ignore[arg-type]
         await subscriber.aclose()
         client.close()
+        return
+    if request.param == "nats":
+        url = request.getfixturevalue("nats_url")
+        subscriber = connect_subscriber(url)
+        yield Broker(subscriber, lambda s, f: nats_add(url, s, f), stream)
+        await subscriber.aclose()
         return
     url = request.getfixturevalue("sqlite_url" if request.param == "sql_sqlite" else "pg_url")
     engine = create_engine(url)

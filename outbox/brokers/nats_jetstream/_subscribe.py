@@ -85,7 +85,8 @@ class NatsJetStreamSubscriber:
         self._connection = NatsConnection(config)
         self._kv = KvStore(self._connection)
         self._groups: set[tuple[str, str]] = set()
-        self._inflight: dict[tuple[str, str], dict[str, Msg]] = {}
+        # Entries delivered to this process and not acknowledged: the message (its ack subject) and when.
+        self._inflight: dict[tuple[str, str], dict[str, tuple[Msg, float]]] = {}
         # After a takeover reset: entries up to this stream sequence get ``extra`` more deliveries.
         self._resets: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -234,7 +235,7 @@ class NatsJetStreamSubscriber:
         meta = msg.metadata
         seq = meta.sequence.stream
         entry_id = str(seq)
-        self._inflight.setdefault((stream, group), {})[entry_id] = msg
+        self._inflight.setdefault((stream, group), {})[entry_id] = (msg, time.monotonic())
         deliveries = meta.num_delivered
         upto, extra = self._resets.get((stream, group), (0, 0))
         if seq <= upto:
@@ -249,16 +250,36 @@ class NatsJetStreamSubscriber:
     async def claim(
         self, stream: str, group: str, consumer: str, *, min_idle: dt.timedelta, count: int
     ) -> list[Delivery]:
-        """On a takeover (``min_idle`` 0) reset the group to its first unacknowledged entry (module doc).
+        """Take over entries pending for at least ``min_idle``, each with one more delivery counted.
 
-        Returns nothing: the entries come again through :meth:`read`, first.
+        ``min_idle`` 0 is a takeover: the group is reset to its first
+        unacknowledged entry and nothing is returned, the entries come again
+        through :meth:`read`, first (module doc). Otherwise the entries this
+        process holds unacknowledged that long are handed back (``NAK``) and
+        pulled again, oldest first; those held by other processes come back
+        by JetStream's own ``ack_wait`` redelivery.
         """
-        del consumer, count
-        if min_idle > dt.timedelta(0):
-            return []  # JetStream redelivers entries idle for ack_wait itself, through read()
+        del consumer
         await self.ensure_group(stream, group)
-        await self._call("the takeover", lambda: self._take_over(stream, group))
-        return []
+        if min_idle <= dt.timedelta(0):
+            await self._call("the takeover", lambda: self._take_over(stream, group))
+            return []
+        held = self._inflight.get((stream, group), {})
+        cutoff = time.monotonic() - min_idle.total_seconds()
+        idle = sorted((int(i), m) for i, (m, since) in held.items() if since <= cutoff)[:count]
+        if not idle:
+            return []
+
+        async def nak() -> None:
+            nc = await self._connection.connect()
+            for seq, msg in idle:
+                held.pop(str(seq), None)
+                await nc.publish(msg.reply, b"-NAK")
+            await nc.flush(timeout=int(self._config.timeout))
+
+        await self._call("the claim", nak)
+        msgs = await self._pull(stream, group, len(idle), expires=None)
+        return [self._delivery(stream, group, m) for m in msgs]
 
     async def _take_over(self, stream: str, group: str) -> None:
         js = await self._connection.jetstream()
@@ -313,7 +334,7 @@ class NatsJetStreamSubscriber:
         if not entry_ids:
             return
         held = self._inflight.get((stream, group), {})
-        msgs = [m for m in (held.pop(i, None) for i in entry_ids) if m is not None]
+        msgs = [held_msg[0] for held_msg in (held.pop(i, None) for i in entry_ids) if held_msg is not None]
         if not msgs:
             return
 
