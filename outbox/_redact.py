@@ -9,6 +9,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 _MASK = "***"
+# Schemes where a user without a password is a token (NATS): masked too.
+_TOKEN_SCHEMES = frozenset({"nats", "tls"})
 # Query parameters that carry secrets in driver URLs (libpq, redis-py, ...).
 _SECRET_PARAM = re.compile(
     r"(?i)(^|[?&;])((?:ssl)?(?:password|passwd|pwd|pass|secret|token|sslpassword)=)[^&;]*"
@@ -32,6 +34,13 @@ def redact_url(url: object) -> str:
         text = urlunsplit(parts)
     if parts.password is None and "@" not in parts.netloc:
         return text
+    user = parts.username or ""
+    if parts.scheme.lower() in _TOKEN_SCHEMES and parts.password is None and user:
+        user = _MASK  # nats://<token>@host: a user alone is a secret token
+    seeds = parts.netloc.rpartition("@")[2]
+    if "," in seeds:  # several seeds (nats://h1:4222,h2:4222): no password after the "@"
+        auth = f"{user}:{_MASK}@" if parts.password is not None else (f"{user}@" if user else "")
+        return urlunsplit((parts.scheme, f"{auth}{seeds}", parts.path, parts.query, ""))
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
@@ -39,7 +48,6 @@ def redact_url(url: object) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         port = ""
-    user = parts.username or ""
     auth = f"{user}:{_MASK}@" if parts.password is not None else (f"{user}@" if user else "")
     return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, parts.query, ""))
 
