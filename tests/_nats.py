@@ -40,8 +40,10 @@ __all__ = [
     "NatsCluster",
     "NatsNode",
     "find_nats_server",
+    "group_settled",
     "nats_add",
     "nats_entries",
+    "stream_leader",
 ]
 
 MIN_NATS_VERSION: Final = (2, 14)
@@ -264,7 +266,7 @@ async def _entries(url: str, stream: str) -> list[dict[str, str]]:
     import nats  # noqa: PLC0415
     import nats.js.errors  # noqa: PLC0415
 
-    from outbox.brokers.nats_jetstream._names import stream_name  # noqa: PLC0415
+    from outbox.brokers.nats_jetstream._names import stream_name, subject_of  # noqa: PLC0415
 
     nc = await nats.connect(_servers_of(url), user=ADMIN[0], password=ADMIN[1])
     try:
@@ -274,14 +276,15 @@ async def _entries(url: str, stream: str) -> list[dict[str, str]]:
         except nats.js.errors.NotFoundError:
             return []
         entries = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                raw = await js.get_msg(stream_name(stream), seq)
-            except nats.js.errors.NotFoundError:
-                continue
-            fields = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
-            fields["data"] = (raw.data or b"").decode()
-            entries.append(fields)
+        if info.state.messages:
+            # An ordered push consumer: the whole stream in one pass, in stream order.
+            sub = await js.subscribe(subject_of(stream), ordered_consumer=True, stream=stream_name(stream))
+            while len(entries) < info.state.messages:
+                raw = await sub.next_msg(timeout=10)
+                fields = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
+                fields["data"] = (raw.data or b"").decode()
+                entries.append(fields)
+            await sub.unsubscribe()
         return entries
     finally:
         await nc.close()
@@ -316,3 +319,37 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _servers_of(url: str) -> list[str]:
     hosts = url.split("@", 1)[-1].split("?", 1)[0]
     return [f"nats://{h}" for h in hosts.split(",")]
+
+
+def stream_leader(url: str, stream: str) -> str | None:
+    """The server name (``n0``...) leading the JetStream stream of toolkit stream ``stream``."""
+    return _run(_leader(url, stream))
+
+
+async def _leader(url: str, stream: str) -> str | None:
+    import nats  # noqa: PLC0415
+
+    from outbox.brokers.nats_jetstream._names import stream_name  # noqa: PLC0415
+
+    nc = await nats.connect(_servers_of(url), user=ADMIN[0], password=ADMIN[1])
+    try:
+        info = await nc.jetstream().stream_info(stream_name(stream))
+        return None if info.cluster is None else info.cluster.leader
+    finally:
+        await nc.close()
+
+
+def group_settled(url: str, stream: str, group: str) -> bool:
+    """Whether ``group`` has every entry of ``stream`` delivered and acknowledged."""
+    return _run(_settled(url, stream, group))
+
+
+async def _settled(url: str, stream: str, group: str) -> bool:
+    from outbox.brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
+
+    subscriber = NatsJetStreamSubscriber.from_url(url)
+    try:
+        status = await subscriber.group_status(stream, group)
+        return status is not None and status.lag == 0
+    finally:
+        await subscriber.aclose()

@@ -47,6 +47,7 @@ def test_nats_url_token_and_tls_scheme() -> None:
         (f"nats://u:{SECRET}@n1/path", "no path"),
         (f"nats://u:{SECRET}@n1?timeout=-1", "must be positive"),
         (f"nats://u:{SECRET}@,n2", "bad host"),
+        ("nats://x:1:2", "bad host"),
     ],
 )
 def test_nats_url_errors_are_one_config_error_without_the_secret(url: str, needle: str) -> None:

@@ -147,7 +147,7 @@ def parse_nats_url(url: str) -> NatsConfig:  # noqa: C901, PLR0912 - one flat li
     servers = []
     for seed in hostlist.split(","):
         host, colon, port_text = seed.strip().rpartition(":") if ":" in seed else (seed.strip(), "", "")
-        if not host or any(c in host for c in " []"):
+        if not host or any(c in host for c in " []:@"):
             raise _invalid(description, f"bad host {seed!r} (use host:port,host:port)")
         port = DEFAULT_PORT
         if colon:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -113,13 +114,21 @@ class NatsConnection:
                 options["nkeys_seed"] = config.nkey
             if (context := config.ssl_context()) is not None:
                 options["tls"] = context
+            # The first connect tries each seed twice and gives up (one line, exit 2 on the
+            # command line); once connected, reconnects retry forever. Refused credentials
+            # end it at once: nats-py would otherwise keep trying until the timeout.
+            self._refused = None
+            attempt = asyncio.ensure_future(nats.connect(**options | {"max_reconnect_attempts": 1}))
+            deadline = time.monotonic() + config.timeout * 2 * (len(config.servers) + 1)
+            while not attempt.done() and self._refused is None and time.monotonic() < deadline:
+                await asyncio.wait({attempt}, timeout=0.05)
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
+                raise self.failure("the connection", TimeoutError())
             try:
-                # The first connect tries each seed twice and gives up (one line, exit 2 on
-                # the command line); once connected, reconnects retry forever.
-                self._nc = await asyncio.wait_for(
-                    nats.connect(**options | {"max_reconnect_attempts": 1}),
-                    timeout=config.timeout * 2 * (len(config.servers) + 1),
-                )
+                self._nc = attempt.result()
             except (OSError, TimeoutError, nats.errors.Error) as exc:
                 raise self.failure("the connection", exc) from None
             self._nc.options["max_reconnect_attempts"] = -1
