@@ -173,13 +173,16 @@ class NatsNode(_ServerProcess):
 
     def _probe(self, port: int) -> None:
         # /healthz needs the monitoring port; a JetStream INFO request proves more.
-        asyncio.run(_jetstream_ready(f"nats://{ADMIN[0]}:{ADMIN[1]}@{LOCALHOST}:{port}"))
+        _run(_jetstream_ready(f"nats://{ADMIN[0]}:{ADMIN[1]}@{LOCALHOST}:{port}"))
 
 
 async def _jetstream_ready(url: str) -> None:
     import nats  # noqa: PLC0415 - dev extra, needed only by NATS tests
 
-    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+    async def quiet(_exc: Exception) -> None:  # "not up yet" is expected while probing
+        return
+
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=1, error_cb=quiet)
     try:
         await nc.jetstream().account_info()
     finally:

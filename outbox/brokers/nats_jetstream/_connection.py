@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import nats.errors
@@ -30,6 +30,8 @@ from outbox.errors import BrokerAuthError, BrokerError
 from ._names import BUCKET, stream_name, subject_of
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["NatsConnection"]
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 _AUTH_MARKERS = ("authorization violation", "authentication", "user authentication expired")
 _PERMISSION_MARKER = "permissions violation"
 _CLUSTER_REPLICAS = 3
@@ -55,6 +58,7 @@ class NatsConnection:
         self._kv: KeyValue | None = None
         self._streams: set[str] = set()
         self._refused: str | None = None
+        self._refusal = asyncio.Event()
         self._lock = asyncio.Lock()
 
     @property
@@ -70,11 +74,35 @@ class NatsConnection:
             self._refused = "the credentials were refused"
         elif _PERMISSION_MARKER in text:
             self._refused = "a permission is missing"
+        else:
+            return
+        self._refusal.set()
+
+    async def guard(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro``, but end it at once when the server refuses a permission meanwhile.
+
+        A request the server denies gets no answer, only an asynchronous error:
+        without this every refused call would wait for its full timeout.
+        """
+        self._refusal.clear()
+        work = asyncio.ensure_future(coro)
+        refused = asyncio.ensure_future(self._refusal.wait())
+        try:
+            await asyncio.wait({work, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+            raise self.failure(what, TimeoutError())
+        return work.result()
 
     def failure(self, what: str, exc: BaseException) -> BrokerError:
         """The toolkit error for ``exc`` raised during ``what``."""
         if self._refused is not None:
             reason, self._refused = self._refused, None
+            self._refusal.clear()
             msg = (
                 f"NATS at {self.description} refused {what}: {reason}:"
                 " check the user, credentials and permissions"

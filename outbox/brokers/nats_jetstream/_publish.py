@@ -96,7 +96,8 @@ class NatsJetStreamPublisher:
             (sum(1 for e in entries if e.stream == s) for s in {e.stream for e in entries}), default=0
         )
         budget = self._config.timeout * (4 + len(fences) + per_stream)
-        return self._loop.run(self._publish(entries, fences, incarnation), timeout=budget)
+        work = self._connection.guard("the publish", self._publish(entries, fences, incarnation))
+        return self._loop.run(work, timeout=budget)
 
     def ping(self) -> None:
         """Connect and check JetStream answers (the relay's broker health check)."""

@@ -102,7 +102,7 @@ class NatsJetStreamSubscriber:
 
     async def _call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await action()
+            return await self._connection.guard(what, action())
         except BrokerError:
             raise
         except (OSError, TimeoutError, nats.errors.Error) as exc:
