@@ -79,6 +79,7 @@ CONSUMER_PERMISSIONS: Final = {
         "allow": [
             "$JS.API.INFO",
             "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
             "$JS.API.STREAM.INFO.*",
             "$JS.API.STREAM.CREATE.*",
             "$JS.API.STREAM.MSG.GET.*",

@@ -189,13 +189,14 @@ def test_nats_stream_leader_sigkilled_under_load_loses_nothing_doubles_nothing_r
     cluster = nats_cluster_factory()
     stream = f"{stream_prefix}orders.created"
     relay_args = _args(app_db, cluster.url(RELAY_USER), stream_prefix, "--batch-size", "50")
-    consumer_args = _consumer_args(app_db, cluster.url(CONSUMER_USER), stream_prefix)
+    # ack_wait=5: an acknowledgement lost in the failover comes back in seconds, not a minute.
+    consumer_args = _consumer_args(app_db, cluster.url(CONSUMER_USER) + "?ack_wait=5", stream_prefix)
     relay = RelayProcess(tmp_path / "relay.log", *relay_args)
     try:
-        for name in ("a", "b"):
-            consumers(name, consumer_args)
+        for name in ("a", "b"):  # batch mode: one transaction per batch keeps up with the writers
+            consumers(name, ["--mode", "batch", *consumer_args])
         kills = 3 if LONG else 1
-        with Writers(app_db, threads=1, topic="orders.created", field="n") as writers:
+        with Writers(app_db, threads=1, topic="orders.created", field="n", pause=0.01) as writers:
             wait_until(lambda: count_effects(app_db) > 20, timeout=60)
             for _ in range(kills):
                 leader = stream_leader(cluster.url(), stream)

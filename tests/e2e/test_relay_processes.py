@@ -84,9 +84,17 @@ class Writers:
     """
 
     def __init__(
-        self, url: str, threads: int = 2, per_tx: int = 5, *, topic: str = "orders", field: str = "seq"
+        self,
+        url: str,
+        threads: int = 2,
+        per_tx: int = 5,
+        *,
+        topic: str = "orders",
+        field: str = "seq",
+        pause: float = 0.002,
     ) -> None:
         self.url = url
+        self.pause = pause
         self.topic, self.field = topic, field
         self.ids: list[str] = []
         self._stop = threading.Event()
@@ -118,7 +126,7 @@ class Writers:
                 ids = [str(u) for u in outbox.publish_many(conn, messages)]
             with self._lock:
                 self.ids += ids
-            time.sleep(0.002)
+            time.sleep(self.pause)
         engine.dispose()
 
     def __enter__(self) -> Self:

@@ -30,7 +30,7 @@ from outbox.errors import BrokerAuthError, BrokerError
 from ._names import BUCKET, stream_name, subject_of
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable
 
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
@@ -78,7 +78,7 @@ class NatsConnection:
             return
         self._refusal.set()
 
-    async def guard(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+    async def guard(self, what: str, coro: Awaitable[T]) -> T:
         """Await ``coro``, but end it at once when the server refuses a permission meanwhile.
 
         A request the server denies gets no answer, only an asynchronous error:
@@ -115,6 +115,30 @@ class NatsConnection:
 
     # -- connection ---------------------------------------------------------------
 
+    def _options(self) -> dict[str, Any]:
+        """nats-py's connect options for the config."""
+        config = self.config
+        options: dict[str, Any] = {
+            "servers": list(config.servers),
+            "connect_timeout": config.timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,  # keep trying: the callers back off and retry
+            "reconnect_time_wait": 0.5,
+            "error_cb": self._on_error,
+            "name": "outboxkit",
+        }
+        if config.user is not None:
+            options |= {"user": config.user, "password": config.password}
+        if config.token is not None:
+            options["token"] = config.token
+        if config.creds is not None:
+            options["user_credentials"] = config.creds
+        if config.nkey is not None:
+            options["nkeys_seed"] = config.nkey
+        if (context := config.ssl_context()) is not None:
+            options["tls"] = context
+        return options
+
     async def connect(self) -> Client:
         """The open connection, connecting first if needed."""
         if self._nc is not None and not self._nc.is_closed:
@@ -123,25 +147,7 @@ class NatsConnection:
             if self._nc is not None and not self._nc.is_closed:
                 return self._nc
             config = self.config
-            options: dict[str, Any] = {
-                "servers": list(config.servers),
-                "connect_timeout": config.timeout,
-                "allow_reconnect": True,
-                "max_reconnect_attempts": -1,  # keep trying: the callers back off and retry
-                "reconnect_time_wait": 0.5,
-                "error_cb": self._on_error,
-                "name": "outboxkit",
-            }
-            if config.user is not None:
-                options |= {"user": config.user, "password": config.password}
-            if config.token is not None:
-                options["token"] = config.token
-            if config.creds is not None:
-                options["user_credentials"] = config.creds
-            if config.nkey is not None:
-                options["nkeys_seed"] = config.nkey
-            if (context := config.ssl_context()) is not None:
-                options["tls"] = context
+            options = self._options()
             # The first connect tries each seed twice and gives up (one line, exit 2 on the
             # command line); once connected, reconnects retry forever. Refused credentials
             # end it at once: nats-py would otherwise keep trying until the timeout.
@@ -216,6 +222,13 @@ class NatsConnection:
             log.info(
                 "nats.stream_created", stream=stream, jetstream_stream=name, replicas=config.num_replicas
             )
+        # A new replicated stream stores nothing until its Raft group has elected a leader.
+        deadline = time.monotonic() + self.config.timeout
+        while time.monotonic() < deadline:
+            info = await js.stream_info(name)
+            if info.cluster is None or info.cluster.leader:
+                break
+            await asyncio.sleep(0.05)
         self._streams.add(name)
         return name
 

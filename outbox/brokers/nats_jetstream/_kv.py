@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["Conflict", "KvEntry", "KvStore"]
 
 _STREAM = f"KV_{BUCKET}"
-_WRONG_LAST_SEQUENCE = 10071
+# "wrong last sequence": 10071 for the stream's, 10164 for the subject's (nats-server 2.12+).
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _OPERATION = "KV-Operation"
 
 
@@ -79,6 +80,6 @@ class KvStore:
         try:
             await js.publish(f"$KV.{BUCKET}.{key}", value, headers=headers)
         except nats.js.errors.APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise Conflict(key) from None
             raise

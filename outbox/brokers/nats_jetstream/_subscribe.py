@@ -71,6 +71,7 @@ T = TypeVar("T")
 _MAX_BLOCK = dt.timedelta(seconds=30)
 _MAX_ACK_PENDING = 20_000
 _CAS_ATTEMPTS = 50
+_ACK_ATTEMPTS = 3
 _STATUS = "Status"
 
 
@@ -330,21 +331,32 @@ class NatsJetStreamSubscriber:
         return 1
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
-        """Acknowledge entries this process received; then flush, so the server has them on return."""
-        if not entry_ids:
-            return
+        """Acknowledge entries this process received, each confirmed by the server.
+
+        A plain ``+ACK`` is fire-and-forget: sent while the consumer's leader
+        changes it is lost, and the entry comes back after ``ack_wait`` (a
+        duplicate the inbox skips, but late). So each ack is a request the
+        server answers, and the unanswered ones are sent again, up to three
+        times; entries still unconfirmed then stay pending (BrokerError).
+        """
         held = self._inflight.get((stream, group), {})
-        msgs = [held_msg[0] for held_msg in (held.pop(i, None) for i in entry_ids) if held_msg is not None]
-        if not msgs:
-            return
-
-        async def send() -> None:
+        waiting = [held_msg[0] for held_msg in (held.pop(i, None) for i in entry_ids) if held_msg is not None]
+        for attempt in range(_ACK_ATTEMPTS):
+            if not waiting:
+                return
             nc = await self._connection.connect()
-            for m in msgs:
-                await nc.publish(m.reply, b"+ACK")
-            await nc.flush(timeout=int(self._config.timeout))
-
-        await self._call("the acknowledgement", send)
+            answers = await asyncio.gather(
+                *(nc.request(m.reply, b"+ACK", timeout=self._config.timeout) for m in waiting),
+                return_exceptions=True,
+            )
+            waiting = [
+                m for m, answer in zip(waiting, answers, strict=True) if isinstance(answer, BaseException)
+            ]
+            if waiting and attempt + 1 < _ACK_ATTEMPTS:
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if waiting:
+            msg = f"NATS at {self._connection.description} did not confirm {len(waiting)} acknowledgements"
+            raise BrokerError(msg)
 
     # -- leases, members, marks --------------------------------------------------------
 
