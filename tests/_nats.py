@@ -43,6 +43,7 @@ __all__ = [
     "group_settled",
     "nats_add",
     "nats_entries",
+    "nats_streams",
     "stream_leader",
 ]
 
@@ -355,5 +356,20 @@ async def _settled(url: str, stream: str, group: str) -> bool:
     try:
         status = await subscriber.group_status(stream, group)
         return status is not None and status.lag == 0
+    finally:
+        await subscriber.aclose()
+
+
+def nats_streams(url: str, prefix: str) -> dict[str, int]:
+    """The toolkit streams under ``prefix`` holding entries, with their counts."""
+    return _run(_streams(url, prefix))
+
+
+async def _streams(url: str, prefix: str) -> dict[str, int]:
+    from outbox.brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
+
+    subscriber = NatsJetStreamSubscriber.from_url(url)
+    try:
+        return await subscriber.list_streams(prefix)
     finally:
         await subscriber.aclose()

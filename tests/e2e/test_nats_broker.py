@@ -30,6 +30,7 @@ from tests._nats import (
     group_settled,
     nats_add,
     nats_entries,
+    nats_streams,
     stream_leader,
 )
 from tests._relay_support import assert_complete_and_ordered, outbox_count, wait_until
@@ -285,3 +286,17 @@ def test_nats_command_line_bad_urls_are_one_line_exit_2(
         line = _one_error_line(result)
         assert needle in line, line
         assert RELAY_USER[1] not in result.stderr + result.stdout
+
+
+# -- the demo ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not LONG, reason="long variant: OUTBOXKIT_NATS_LONG=1 (docs/testing.md)")
+def test_nats_demo_runs_consistent_and_cleans_its_streams(nats_cluster: NatsCluster) -> None:
+    """`outboxkit demo --broker nats://...` ends all consistent and deletes the streams it made."""
+    result = run_cli("demo", "--broker", nats_cluster.url(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All consistent" in result.stdout
+    assert ADMIN[1] not in result.stdout + result.stderr
+    leftover = nats_streams(nats_cluster.url(), "demo-")
+    assert leftover == {}

@@ -553,6 +553,22 @@ class NatsJetStreamSubscriber:
         result: RedeliveryHorizon = await self._call("the stream info", horizon)
         return result
 
+    async def delete_streams(self, prefix: str) -> int:
+        """Delete every toolkit stream under ``prefix`` (the demo's clean-up); return how many.
+
+        Not part of :class:`~outbox.brokers.Subscriber`: it destroys data.
+        """
+
+        async def delete() -> int:
+            js = await self._connection.jetstream()
+            found = await self._toolkit_streams(prefix)
+            for _, info in found:
+                await js.delete_stream(info.config.name)
+            return len(found)
+
+        deleted: int = await self._call("the stream deletion", delete)
+        return deleted
+
     async def aclose(self) -> None:
         """Close the connection."""
         await self._connection.close()
