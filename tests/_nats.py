@@ -8,8 +8,9 @@ private temporary directory, free 127.0.0.1 ports, a parent-death signal, and
 ``kill()``/``start()`` for the failover tests (port and JetStream store kept).
 
 Every node has the same users, so the tests run the relay and the consumer
-under the least-privilege permissions docs/brokers.md documents
-(:data:`RELAY_USER`, :data:`CONSUMER_USER`); ``admin`` may do everything.
+under the least-privilege permissions docs/brokers.md documents, read from
+its ``nats:relay`` and ``nats:consumer`` blocks (:data:`RELAY_USER`,
+:data:`CONSUMER_USER`); ``admin`` may do everything.
 """
 
 from __future__ import annotations
@@ -57,46 +58,16 @@ CONSUMER_USER: Final = ("consumer", "consumer-secret-pw")
 READY_TIMEOUT: Final = 30.0
 T = TypeVar("T")
 
-# The least privilege of each half, exactly as docs/brokers.md shows it.
-RELAY_PERMISSIONS: Final = {
-    "publish": {
-        "allow": [
-            "outboxkit.>",
-            "$JS.API.INFO",
-            "$JS.API.STREAM.INFO.*",
-            "$JS.API.STREAM.CREATE.*",
-            "$JS.API.STREAM.UPDATE.*",
-            "$JS.API.STREAM.INFO.KV_outboxkit",
-            "$JS.API.STREAM.CREATE.KV_outboxkit",
-            "$JS.API.DIRECT.GET.KV_outboxkit.>",
-            "$JS.API.STREAM.MSG.GET.KV_outboxkit",
-            "$KV.outboxkit.>",
-        ]
-    },
-    "subscribe": {"allow": ["_INBOX.>"]},
-}
-CONSUMER_PERMISSIONS: Final = {
-    "publish": {
-        "allow": [
-            "$JS.API.INFO",
-            "$JS.API.STREAM.NAMES",
-            "$JS.API.STREAM.LIST",
-            "$JS.API.STREAM.INFO.*",
-            "$JS.API.STREAM.CREATE.*",
-            "$JS.API.STREAM.MSG.GET.*",
-            "$JS.API.CONSUMER.INFO.*.*",
-            "$JS.API.CONSUMER.LIST.*",
-            "$JS.API.CONSUMER.CREATE.*.*",
-            "$JS.API.CONSUMER.DURABLE.CREATE.*.*",
-            "$JS.API.CONSUMER.MSG.NEXT.*.*",
-            "$JS.API.CONSUMER.RESET.*.*",
-            "$JS.ACK.>",
-            "$JS.API.DIRECT.GET.KV_outboxkit.>",
-            "$KV.outboxkit.>",
-        ]
-    },
-    "subscribe": {"allow": ["_INBOX.>"]},
-}
+BROKERS_DOC: Final = Path(__file__).resolve().parent.parent / "docs" / "brokers.md"
+
+
+def doc_permissions(marker: str) -> dict[str, object]:
+    """The permissions block right after ``<!-- marker -->`` in docs/brokers.md: tests run under exactly it."""
+    text = BROKERS_DOC.read_text()
+    match = re.search(rf"<!-- {re.escape(marker)} -->\n```json\n(.*?)```", text, re.DOTALL)
+    assert match, f"no block {marker} in docs/brokers.md"
+    permissions: dict[str, object] = json.loads(match.group(1))
+    return permissions
 
 
 @functools.cache
@@ -125,8 +96,12 @@ def find_nats_server() -> Path:
 def _users() -> list[dict[str, object]]:
     return [
         {"user": ADMIN[0], "password": ADMIN[1]},
-        {"user": RELAY_USER[0], "password": RELAY_USER[1], "permissions": RELAY_PERMISSIONS},
-        {"user": CONSUMER_USER[0], "password": CONSUMER_USER[1], "permissions": CONSUMER_PERMISSIONS},
+        {"user": RELAY_USER[0], "password": RELAY_USER[1], "permissions": doc_permissions("nats:relay")},
+        {
+            "user": CONSUMER_USER[0],
+            "password": CONSUMER_USER[1],
+            "permissions": doc_permissions("nats:consumer"),
+        },
     ]
 
 
