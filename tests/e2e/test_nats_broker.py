@@ -134,6 +134,12 @@ def test_nats_consumer_killed_after_commit_before_ack_skips_the_duplicate(
     assert [(e["message_id"], e["attempt"]) for e in skipped] == [(first["id"], 2)]
     assert any(e.get("event") == "nats.group_reset" for e in b.events())  # the takeover
     _no_secret_in(a.log_path, b.log_path)
+    # `status` shows the group's lag as for Redis, under the consumer's own user, no password.
+    status = run_cli("status", "--db", app_db, "--broker", nats_cluster.url(CONSUMER_USER),
+                     "--stream-prefix", stream_prefix)  # fmt: skip
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert f"{stream} / billing: lag 0 (pending 0, behind 0)" in status.stdout
+    assert CONSUMER_USER[1] not in status.stdout + status.stderr
 
 
 @pytest.mark.skipif(not LONG, reason="long variant: OUTBOXKIT_NATS_LONG=1 (docs/testing.md)")
