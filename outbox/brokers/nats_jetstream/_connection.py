@@ -213,6 +213,7 @@ class NatsConnection:
                 max_msgs=self._max_len or -1,
                 discard=DiscardPolicy.OLD,
                 allow_direct=True,
+                allow_atomic=True,  # the relay's batches, all or nothing (nats-server 2.12+)
             )
             try:
                 await js.add_stream(config)

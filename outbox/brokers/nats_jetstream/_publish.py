@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -54,6 +55,10 @@ __all__ = ["NatsJetStreamPublisher"]
 _CAS_ATTEMPTS = 20
 # JetStream API errors that are the cluster's state, not the entry's: back off, retry the batch.
 _TRANSIENT_CODES = frozenset({10008, 10023, 10074, 10077, 503})
+# JetStream's limit of messages in one atomic batch (nats-server 2.12+).
+_ATOMIC_MAX = 1000
+# "atomic publish is disabled": a stream created without allow_atomic takes entries one by one.
+_ATOMIC_DISABLED = 10174
 
 
 class NatsJetStreamPublisher:
@@ -75,6 +80,7 @@ class NatsJetStreamPublisher:
         self._config = parse_nats_url(url)
         self._connection = NatsConnection(self._config, max_len=max_len)
         self._kv = KvStore(self._connection)
+        self._not_atomic: set[str] = set()
         self._prefix = key_prefix
         self._loop = LoopThread("outboxkit-nats-publish")
 
@@ -184,7 +190,79 @@ class NatsJetStreamPublisher:
     async def _publish_stream(
         self, entries: Sequence[OutgoingEntry], indices: list[int], outcomes: list[EntryOutcome]
     ) -> str | None:
-        """Publish one stream's entries in order; return the transient error that stopped it, if any."""
+        """Publish one stream's entries in order; return the transient error that stopped it, if any.
+
+        First as atomic batches (one round trip, all or nothing); what they do
+        not take — a re-sent message id, an entry JetStream refuses, a stream
+        without atomic batches — one entry at a time.
+        """
+        stream = entries[indices[0]].stream
+        if len(indices) > 1 and stream not in self._not_atomic:
+            done = await self._publish_atomic(entries, indices, outcomes)
+            if isinstance(done, str):
+                return done
+            indices = indices[done:]
+        return await self._publish_each(entries, indices, outcomes)
+
+    async def _publish_atomic(
+        self, entries: Sequence[OutgoingEntry], indices: list[int], outcomes: list[EntryOutcome]
+    ) -> int | str:
+        """Publish ``indices`` as atomic batches, in order; return how many went in, or a transient error."""
+        stream = entries[indices[0]].stream
+        try:
+            messages = [to_message(entries[i].fields) for i in indices]
+        except ValueError:
+            return 0  # an entry that cannot be a NATS message: the one-by-one path rejects it alone
+        nc = await self._connection.connect()
+        subject = subject_of(stream)
+        done = 0
+        while done < len(indices):
+            chunk = messages[done : done + _ATOMIC_MAX]
+            batch_id = uuid.uuid4().hex
+            try:
+                for number, (payload, headers) in enumerate(chunk[:-1], start=1):
+                    batch = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+                    await nc.publish(subject, payload, headers=headers | batch)
+                payload, headers = chunk[-1]
+                commit = {
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(len(chunk)),
+                    "Nats-Batch-Commit": "1",
+                }
+                reply = await nc.request(
+                    subject, payload, headers=headers | commit, timeout=self._config.timeout
+                )
+            except nats.errors.NoRespondersError:
+                self._connection.forget_stream(stream)
+                return f"no JetStream stream answered for {stream}"
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                failure = self._connection.failure("the publish", exc)
+                if isinstance(failure, BrokerAuthError):
+                    raise failure from None
+                return str(failure)
+            answer = json.loads(reply.data or b"{}")
+            if "error" in answer:
+                return self._refused_batch(stream, answer["error"], done)
+            last = int(answer["seq"])
+            for offset, index in enumerate(indices[done : done + len(chunk)]):
+                outcomes[index] = EntryOutcome(
+                    Outcome.PUBLISHED, entry_id=str(last - len(chunk) + 1 + offset)
+                )
+            done += len(chunk)
+        return done
+
+    def _refused_batch(self, stream: str, error: dict[str, object], done: int) -> int | str:
+        """What a refused atomic batch means: a transient error, or go on one by one after ``done``."""
+        code = error.get("err_code")
+        if code in _TRANSIENT_CODES:
+            return f"JetStream error {code}: {error.get('description')}"
+        if code == _ATOMIC_DISABLED:
+            self._not_atomic.add(stream)
+        return done  # a re-sent message id or an entry JetStream refuses: the rest one by one
+
+    async def _publish_each(
+        self, entries: Sequence[OutgoingEntry], indices: list[int], outcomes: list[EntryOutcome]
+    ) -> str | None:
         js = await self._connection.jetstream()
         failed_keys: set[str] = set()
         for index in indices:
