@@ -3,12 +3,12 @@
 Starts a private PostgreSQL (fsync on) and a 3-node JetStream cluster on
 loopback (R3 file streams, tests/_nats.py), then measures:
 
-1. relay: a raw loop (claim 500 rows in id order, publish each with nats-py,
-   ``DELETE``, commit) in two forms: *ordered* (each publish waits for its
-   PubAck, the rule that keeps per-key order, docs/brokers.md) and *pipelined*
-   (all publishes of a batch in flight at once, no order guarantee on
-   failure); then ``Relay.run(once)`` on the same backlog, one stream, and on a
-   topic with 8 partitions;
+1. relay: a raw loop (claim 500 rows in id order, publish them with nats-py,
+   ``DELETE``, commit) in three forms: *ordered* (each publish waits for its
+   PubAck), *pipelined* (all publishes of a batch in flight at once: no order
+   guarantee when one fails) and *atomic* (one JetStream atomic batch, what
+   the relay does); then ``Relay.run(once)`` on the same backlog, one stream,
+   and on a topic with 8 partitions;
 2. consumer: a raw loop (pull 100, per message an inbox ``INSERT`` + ``UPDATE``
    + ``COMMIT``, ack) against ``ConsumerRunner`` in message and batch mode.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -56,13 +57,13 @@ def _servers(url: str) -> list[str]:
     return [f"nats://{h}" for h in url.split("@", 1)[1].split(",")]
 
 
-async def _raw_relay(db: str, url: str, stream: str, *, ordered: bool) -> float:
+async def _raw_relay(db: str, url: str, stream: str, *, mode: str) -> float:
     nc = await nats.connect(_servers(url), user=ADMIN[0], password=ADMIN[1])
     js = nc.jetstream(timeout=10)
-    try:
-        await js.add_stream(name=stream_name(stream), subjects=[subject_of(stream)], num_replicas=3)
-    except nats.js.errors.BadRequestError:
-        pass
+    with contextlib.suppress(nats.js.errors.BadRequestError):
+        await js.add_stream(
+            name=stream_name(stream), subjects=[subject_of(stream)], num_replicas=3, allow_atomic=True
+        )
     subject = subject_of(stream)
     moved = 0
     started = time.perf_counter()
@@ -77,13 +78,25 @@ async def _raw_relay(db: str, url: str, stream: str, *, ordered: bool) -> float:
                 conn.commit()
                 break
             sends = []
-            for r in rows:
+            batch_id = uuid.uuid4().hex
+            for number, r in enumerate(rows, start=1):
                 # The same headers the relay sends (docs/wire-format.md).
                 headers = {"specversion": "1.0", "id": str(r[1]), "type": r[2], "source": r[3],
                            "time": r[5].isoformat(), "datacontenttype": "application/json",
-                           "topic": r[6], "headers": r[7], "subject": r[4], "Nats-Msg-Id": str(r[1])}  # fmt: skip
+                           "topic": r[6], "headers": r[7], "subject": r[4],
+                           "Nats-Msg-Id": str(r[1])}  # fmt: skip
+                if mode == "atomic":  # one all-or-nothing batch: only the commit is answered
+                    headers |= {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+                    if number < len(rows):
+                        await nc.publish(subject, r[8].encode(), headers=headers)
+                        continue
+                    headers["Nats-Batch-Commit"] = "1"
+                    reply = await nc.request(subject, r[8].encode(), headers=headers, timeout=10)
+                    if b"error" in reply.data:
+                        raise RuntimeError(reply.data.decode())
+                    continue
                 send = js.publish(subject, r[8].encode(), headers=headers)
-                if ordered:
+                if mode == "ordered":
                     await send
                 else:
                     sends.append(send)
@@ -110,8 +123,9 @@ def _relay(db: str, url: str, prefix: str, partitions: int) -> float:
 def relay_part(db: str, url: str, rows: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for name, run in (
-        ("raw_ordered", lambda p: asyncio.run(_raw_relay(db, url, f"{p}orders", ordered=True))),
-        ("raw_pipelined", lambda p: asyncio.run(_raw_relay(db, url, f"{p}orders", ordered=False))),
+        ("raw_ordered", lambda p: asyncio.run(_raw_relay(db, url, f"{p}orders", mode="ordered"))),
+        ("raw_pipelined", lambda p: asyncio.run(_raw_relay(db, url, f"{p}orders", mode="pipelined"))),
+        ("raw_atomic", lambda p: asyncio.run(_raw_relay(db, url, f"{p}orders", mode="atomic"))),
         ("relay_1_stream", lambda p: _relay(db, url, p, 1)),
         ("relay_8_partitions", lambda p: _relay(db, url, p, 8)),
     ):
@@ -140,7 +154,7 @@ def _fill_stream(url: str, stream: str, count: int) -> None:
                     time=now,
                     headers_json="{}",
                     data_json=json.dumps({"account": n % consumer_bench.ACCOUNTS}),
-                ),  # fmt: skip
+                ),
                 order_key=str(n % consumer_bench.ACCOUNTS),
             )
             for n in range(first, min(first + BATCH, count))
