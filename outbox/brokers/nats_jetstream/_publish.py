@@ -10,15 +10,17 @@ loop (:mod:`._loop`):
 2. check every fence (one KV key per partition lease, holding its newest epoch)
    and refuse the whole batch with FencedError, writing nothing, when one is
    newer; otherwise advance it by compare-and-set on the key's revision;
-3. publish the entries, one stream at a time in entry order but all streams
-   concurrently, each entry waiting for its acknowledgement (the broker's
-   ``PubAck``) before the next of its stream: a publish that failed cannot be
-   overtaken by a later one of the same stream, so a retry never lands after
-   its successors. Each entry carries its message id as ``Nats-Msg-Id``:
-   JetStream drops a repeat within the stream's duplicate window, which is
-   what makes the fence exact enough (see docs/brokers.md): a stale relay that
-   passed the fence check before a new one took over re-sends rows the new one
-   sends too, and only the first copy of each is stored, in row order.
+3. publish the entries of each stream as JetStream atomic batches (stored all
+   together or not at all, one round trip), all streams concurrently: a batch
+   that failed stored nothing, so nothing of a stream can overtake a failed
+   entry and a retry never lands after its successors. JetStream refuses a
+   whole atomic batch holding an id it already stored; the rest of that stream
+   then goes one entry at a time, each waiting for its ``PubAck``. Each entry
+   carries its message id as ``Nats-Msg-Id``: JetStream drops a repeat within
+   the stream's duplicate window, which is what makes the fence exact enough
+   (docs/brokers.md): a stale relay that passed the fence check before a new
+   one took over re-sends rows the new one sends too, and only the first copy
+   of each is stored, in row order.
 
 .. versionadded:: 0.2
 """
