@@ -82,6 +82,7 @@ def _no_secret_in(*paths: pathlib.Path) -> None:
 # -- relay ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nats_relay_sigkilled_repeatedly_loses_nothing_and_keeps_order(
     pg_url: str, nats_cluster: NatsCluster, stream_prefix: str, tmp_path: pathlib.Path
 ) -> None:
@@ -113,6 +114,7 @@ def test_nats_relay_sigkilled_repeatedly_loses_nothing_and_keeps_order(
 # -- consumer -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nats_consumer_killed_after_commit_before_ack_skips_the_duplicate(
     app_db: str, nats_cluster: NatsCluster, stream_prefix: str, consumers: Callable[..., Consumer]
 ) -> None:
@@ -142,6 +144,7 @@ def test_nats_consumer_killed_after_commit_before_ack_skips_the_duplicate(
     assert CONSUMER_USER[1] not in status.stdout + status.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LONG, reason="long variant: OUTBOXKIT_NATS_LONG=1 (docs/testing.md)")
 def test_nats_consumer_killed_mid_handler_is_taken_over_by_the_standby(
     app_db: str,
@@ -181,6 +184,7 @@ def _effects(url: str) -> list[tuple[str | None, int | None]]:
 # -- a stream leader SIGKILLed under load ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nats_stream_leader_sigkilled_under_load_loses_nothing_doubles_nothing_reorders_nothing(
     app_db: str,
     nats_cluster_factory: Callable[..., NatsCluster],

@@ -107,19 +107,6 @@ class NatsJetStreamPublisher:
         work = self._connection.guard("the publish", self._publish(entries, fences, incarnation))
         return self._loop.run(work, timeout=budget)
 
-    def ping(self) -> None:
-        """Connect and check JetStream answers (the relay's broker health check)."""
-        self._loop.run(self._ping(), timeout=self._config.timeout * 4)
-
-    async def _ping(self) -> None:
-        try:
-            js = await self._connection.jetstream()
-            await js.account_info()
-        except BrokerError:
-            raise
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise self._connection.failure("the health check", exc) from None
-
     async def _publish(
         self, entries: Sequence[OutgoingEntry], fences: Sequence[Fence], incarnation: str | None
     ) -> PublishResult:
