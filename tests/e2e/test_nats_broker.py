@@ -279,7 +279,7 @@ def test_nats_command_line_refusals_are_one_line_exit_2_without_passwords(
     ("url", "needle"),
     [
         ("nats://x:1:2", "bad host"),
-        (f"nats://relay:{RELAY_USER[1]}@{LOCALHOST}:4222?replica=3", "unknown option 'replica'"),
+        (f"nats://relay:{{pw}}@{LOCALHOST}:4222?replica=3", "unknown option 'replica'"),
         ("dead", "unavailable during the connection"),
     ],
 )
@@ -288,7 +288,8 @@ def test_nats_command_line_bad_urls_are_one_line_exit_2(
 ) -> None:
     """Malformed URL, unknown option, unreachable seeds: one line and exit 2 from relay and status (#11)."""
     if url == "dead":
-        url = f"nats://relay:{RELAY_USER[1]}@{LOCALHOST}:{free_port()},{LOCALHOST}:{free_port()}"
+        url = f"nats://relay:{{pw}}@{LOCALHOST}:{free_port()},{LOCALHOST}:{free_port()}"
+    url = url.replace("{pw}", RELAY_USER[1])  # not in the test id
     for args in (["relay", "--db", sqlite_url, "--broker", url, "--once"],
                  ["consume", "tests.e2e.inbox_app:registry", "--db", sqlite_url, "--group", "g", "--once",
                   "--broker", url]):  # fmt: skip
