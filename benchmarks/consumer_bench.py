@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 import inbox  # noqa: E402
 import outbox  # noqa: E402
+from brokers import StreamLayout, connect_subscriber  # noqa: E402
 from outbox import Envelope  # noqa: E402
-from outbox.brokers import StreamLayout, connect_subscriber  # noqa: E402
 
 ACCOUNTS = 100
 READ_COUNT = 100

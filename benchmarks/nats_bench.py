@@ -44,8 +44,8 @@ import relay_bench  # noqa: E402
 
 import inbox  # noqa: E402
 import outbox  # noqa: E402
-from outbox.brokers import OutgoingEntry, StreamLayout, connect_publisher  # noqa: E402
-from outbox.brokers.nats_jetstream._names import stream_name, subject_of  # noqa: E402
+from brokers import OutgoingEntry, StreamLayout, connect_publisher  # noqa: E402
+from brokers.nats_jetstream._names import stream_name, subject_of  # noqa: E402
 from relay import Relay, RelayConfig  # noqa: E402
 from tests._nats import ADMIN, NatsCluster  # noqa: E402
 from tests._servers import PostgresServer  # noqa: E402

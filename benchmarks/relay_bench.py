@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import outbox  # noqa: E402
-from outbox.brokers import StreamLayout  # noqa: E402
+from brokers import StreamLayout  # noqa: E402
 from relay import Relay, RelayConfig  # noqa: E402
 
 FILL = """
@@ -119,7 +119,7 @@ def relay_in_process(url: str, redis_url: str, prefix: str, batch: int, replay_w
 def relay_processes(url: str, redis_url: str, prefix: str, batch: int, count: int) -> float:
     rows = pending(url)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+    args = [sys.executable, "-m", "outboxkit", "--log-level", "warning", "relay", "--db", url, "--broker",
             redis_url, "--stream-prefix", prefix, "--batch-size", str(batch), "--once", "--lease-ttl", "3",
             "--replay-window", "0"]  # fmt: skip
     started = time.perf_counter()
@@ -189,7 +189,7 @@ def latency(url: str, redis_url: str, prefix: str, rate: int, seconds: float, *,
     """Commit-to-stream latency: a paced writer records commit times, a reader XREADs the stream."""
     stream = f"{prefix}lat"
     # The relay runs in its own process, as in production (no GIL shared with the writer).
-    args = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+    args = [sys.executable, "-m", "outboxkit", "--log-level", "warning", "relay", "--db", url, "--broker",
             redis_url, "--stream-prefix", prefix, "--poll-interval", str(poll),
             "--replay-window", "0"]  # fmt: skip
     if not listen:
@@ -308,7 +308,7 @@ def memory(args: argparse.Namespace, url: str, redis_url: str) -> dict[str, obje
     """RSS of one relay process sampled while it drains ``--rows`` rows (memory must stay flat)."""
     fill(url, args.rows)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "relay", "--db", url, "--broker",
+    cmd = [sys.executable, "-m", "outboxkit", "--log-level", "warning", "relay", "--db", url, "--broker",
            redis_url, "--stream-prefix", "bench:mem:", "--once", "--replay-window", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     samples: list[int] = []

@@ -10,7 +10,7 @@ docs/consumers.md.
 
 from __future__ import annotations
 
-from outbox.brokers import GroupStatus
+from brokers import GroupStatus
 
 from ._config import ConsumerConfig, Mode, default_consumer_name
 from ._dead_letters import DeadLetter, purge_dead_letters, retry_dead_letter, select_dead_letters

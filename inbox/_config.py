@@ -10,8 +10,8 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+from brokers import StreamLayout
 from outbox import ConfigError
-from outbox.brokers import StreamLayout
 from outbox.config import validate_identifier
 
 __all__ = [

@@ -19,8 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from brokers import Delivery
 from outbox import Envelope, StorageError, decode_entry
-from outbox.brokers import Delivery
 
 from ._dedup import Outcome, process
 from ._registry import Registry

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokers import Delivery
 from outbox import SchemaMissingError, StorageError
 from outbox._crashpoints import crash_point
-from outbox.brokers import Delivery
 
 from ._config import Mode
 from ._dedup import AsyncHandler, Outcome, process_async, record_messages_async

@@ -23,9 +23,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from brokers import Delivery
 from outbox import DecodeError, Envelope, SchemaMissingError, StorageError, decode_entry
 from outbox._crashpoints import crash_point
-from outbox.brokers import Delivery
 
 from . import _metrics as m
 from ._config import ConsumerConfig, Mode

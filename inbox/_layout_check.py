@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 import structlog
 
+from brokers import StreamLayout, Subscriber
 from outbox import BrokerAuthError, ConfigError
-from outbox.brokers import StreamLayout, Subscriber
 
 __all__ = ["check_layout"]
 

@@ -40,6 +40,8 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from brokers import Delivery, Subscriber
+from brokers.sql_table import async_url, configure_sqlite, sync_url
 from outbox import (
     BrokerAuthError,
     BrokerError,
@@ -51,9 +53,6 @@ from outbox import (
 )
 from outbox._dberrors import driver_reason
 from outbox._urls import invalid_database_url
-from outbox.brokers import Delivery, Subscriber
-from outbox.brokers._sql_urls import async_url, sync_url
-from outbox.brokers._sqlite import configure_sqlite
 from outbox.errors import MIGRATE_HINT
 
 from . import _metrics as m

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from outbox.brokers import GroupStatus, Subscriber, connect_subscriber
+from brokers import GroupStatus, Subscriber, connect_subscriber
 
 __all__ = ["consumer_group_status", "consumer_group_status_async"]
 

@@ -10,7 +10,7 @@ raw broker entry (so nothing is lost even when it cannot be decoded), the
 reason, and how many times it was delivered. It lives in the consumer's own
 database, next to the inbox, so listing and retrying never needs the broker.
 
-The SQL-table broker's lease table (``outbox.brokers.sql_lease``) is created by
+The SQL-table broker's lease table (``brokers.sql_table.tables``) is created by
 the same revision and imported here so ``metadata`` holds every table.
 """
 
@@ -29,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from outbox.brokers.sql_lease import stream_lease
+from brokers.sql_table.tables import stream_lease
 from outbox.tables import metadata
 
 __all__ = ["inbox", "inbox_dead_letter", "stream_lease"]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._autogenerate import autogenerate_filter
+from ._crashpoints import CRASH_AT_ENV, CRASH_POINTS, CRASH_SKIP_ENV, crash_point
 from ._envelope import Envelope, key_hash
 from ._migrate import (
     BRANCH_LABEL,
@@ -22,9 +23,6 @@ from ._redact import redact_url
 from ._schema import use_schema
 from ._serializer import JSONValue, Serializer, default_serializer
 from ._wire import decode_entry, encode_entry
-
-# Registers the SQL-table broker's tables on `metadata` (Alembic comparisons).
-from .brokers import sql_tables as _sql_tables  # noqa: F401
 from .config import OutboxConfig
 from .errors import (
     BrokerAuthError,
@@ -49,6 +47,9 @@ from .tables import metadata, outbox_tables
 
 __all__ = [
     "BRANCH_LABEL",
+    "CRASH_AT_ENV",
+    "CRASH_POINTS",
+    "CRASH_SKIP_ENV",
     "TOPIC_PATTERN",
     "VERSION_TABLE",
     "BrokerAuthError",
@@ -74,6 +75,7 @@ __all__ = [
     "TopicError",
     "ValidationError",
     "autogenerate_filter",
+    "crash_point",
     "current_revision",
     "decode_entry",
     "default_serializer",

@@ -6,7 +6,7 @@ after a handler's commit and before the ack, during a compensation). It costs
 one dictionary lookup. When the environment variable ``OUTBOXKIT_CRASH_AT``
 names that point, the process kills itself with SIGKILL there — no cleanup, no
 ``finally`` blocks, exactly like a power cut — after ``OUTBOXKIT_CRASH_SKIP``
-earlier passes (default 0). ``outbox.crashtest`` (and its ``outboxkit_crash`` pytest fixture) drives this.
+earlier passes (default 0). ``outboxkit.testing`` (and its ``outboxkit_crash`` pytest fixture) drives this.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
+from brokers import StreamLayout
 from outbox import ConfigError, OutboxConfig
 from outbox._redact import redact_url
-from outbox.brokers import StreamLayout
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -1,7 +1,7 @@
 """Broker incarnations: notice a broker that lost its data and re-publish the replay window.
 
 The broker reports a token that changes when it loses its data (see
-:class:`outbox.brokers.Publisher`). The token last seen is recorded in
+:class:`brokers.Publisher`). The token last seen is recorded in
 ``outboxkit_relay_state``; the first relay to see a new one records it and, in
 the same transaction, makes the rows published within the replay window
 pending again, so they are published before any newer row.

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from brokers import Fence
 from outbox import StorageError
-from outbox.brokers import Fence
 
 from .tables import relay_lease, relay_member, relay_state
 

@@ -22,9 +22,9 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox import BrokerAuthError, BrokerError, FencedError, encode_entry, use_schema
 from outbox._crashpoints import crash_point
-from outbox.brokers import Outcome, OutgoingEntry, Publisher, PublishResult, connect_publisher
 from outbox.tables import outbox_tables
 
 from ._backoff import Backoff, backoff_delay

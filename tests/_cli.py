@@ -21,7 +21,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``outboxkit *args`` to completion and return its result (text output)."""
     return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
+        [sys.executable, "-m", "outboxkit", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 import inbox.tables  # noqa: F401 - registers the inbox tables in metadata
 import outbox
+from brokers.sql_table import configure_sqlite
 from inbox import ConsumerConfig
 from outbox import Envelope
-from outbox.brokers._sqlite import configure_sqlite
 from outbox.tables import metadata
 
 

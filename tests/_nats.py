@@ -246,7 +246,7 @@ async def _entries(url: str, stream: str) -> list[dict[str, str]]:
     import nats  # noqa: PLC0415
     import nats.js.errors  # noqa: PLC0415
 
-    from outbox.brokers.nats_jetstream._names import stream_name, subject_of  # noqa: PLC0415
+    from brokers.nats_jetstream._names import stream_name, subject_of  # noqa: PLC0415
 
     nc = await nats.connect(_servers_of(url), user=ADMIN[0], password=ADMIN[1])
     try:
@@ -276,10 +276,10 @@ def nats_add(url: str, stream: str, fields: dict[str, str]) -> None:
 
 
 async def _add(url: str, stream: str, fields: dict[str, str]) -> None:
-    from outbox.brokers.nats_jetstream._config import parse_nats_url  # noqa: PLC0415
-    from outbox.brokers.nats_jetstream._connection import NatsConnection  # noqa: PLC0415
-    from outbox.brokers.nats_jetstream._names import subject_of  # noqa: PLC0415
-    from outbox.brokers.nats_jetstream._wire import to_message  # noqa: PLC0415
+    from brokers.nats_jetstream._config import parse_nats_url  # noqa: PLC0415
+    from brokers.nats_jetstream._connection import NatsConnection  # noqa: PLC0415
+    from brokers.nats_jetstream._names import subject_of  # noqa: PLC0415
+    from brokers.nats_jetstream._wire import to_message  # noqa: PLC0415
 
     connection = NatsConnection(parse_nats_url(url))
     try:
@@ -309,7 +309,7 @@ def stream_leader(url: str, stream: str) -> str | None:
 async def _leader(url: str, stream: str) -> str | None:
     import nats  # noqa: PLC0415
 
-    from outbox.brokers.nats_jetstream._names import stream_name  # noqa: PLC0415
+    from brokers.nats_jetstream._names import stream_name  # noqa: PLC0415
 
     nc = await nats.connect(_servers_of(url), user=ADMIN[0], password=ADMIN[1])
     try:
@@ -325,7 +325,7 @@ def group_settled(url: str, stream: str, group: str) -> bool:
 
 
 async def _settled(url: str, stream: str, group: str) -> bool:
-    from outbox.brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
+    from brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
 
     subscriber = NatsJetStreamSubscriber.from_url(url)
     try:
@@ -341,7 +341,7 @@ def nats_streams(url: str, prefix: str) -> dict[str, int]:
 
 
 async def _streams(url: str, prefix: str) -> dict[str, int]:
-    from outbox.brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
+    from brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415
 
     subscriber = NatsJetStreamSubscriber.from_url(url)
     try:

@@ -192,7 +192,7 @@ def test_existing_app_env_without_filter_would_drop_toolkit_tables(url: str) -> 
 
 def _outboxkit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
+        [sys.executable, "-m", "outboxkit", *args],
         capture_output=True,
         text=True,
         timeout=120,

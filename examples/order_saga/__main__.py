@@ -26,7 +26,7 @@ import structlog
 
 from examples.order_saga.cluster import Cluster, ProcessExitedError, database_urls
 from outbox import OutboxError, redact_url
-from saga.demo import OrderSpec, Scenario, Style, plan_orders, select_orders
+from outboxkit.demo import OrderSpec, Scenario, Style, plan_orders, select_orders
 
 MAX_ORDERS = 1000
 MIN_STEP_TIMEOUT, MAX_STEP_TIMEOUT = 0.5, 600.0

@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 import outbox
-from outbox.brokers import StreamLayout, connect_subscriber
+from brokers import StreamLayout, connect_subscriber
 from outbox.tables import outbox_tables
-from saga.demo import (
+from outboxkit.demo import (
     INVENTORY,
     INVENTORY_COMMANDS,
     INVENTORY_EVENTS,
@@ -178,7 +178,7 @@ class Cluster:
         path = self.workdir / f"{name}.log"
         self._log_offsets[name] = path.stat().st_size if path.exists() else 0
         log = path.open("ab")
-        argv = [sys.executable, "-m", "relay.cli", "--log-format", "json", *self._argv(kind, service)]
+        argv = [sys.executable, "-m", "outboxkit", "--log-format", "json", *self._argv(kind, service)]
         self._restarts[name] = " ".join(["outboxkit", *_redacted(self._argv(kind, service))])
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=log, env=environ, cwd=REPO_ROOT)
         log.close()

@@ -14,7 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from saga.demo import Style, choreographed_registries, make_orchestrator, orchestrated_registries, order_saga
+from outboxkit.demo import (
+    Style,
+    choreographed_registries,
+    make_orchestrator,
+    orchestrated_registries,
+    order_saga,
+)
 
 STYLE = Style(os.environ.get("ORDER_SAGA_STYLE", Style.ORCHESTRATED.value))
 STEP_TIMEOUT = dt.timedelta(seconds=float(os.environ.get("ORDER_SAGA_STEP_TIMEOUT", "30")))

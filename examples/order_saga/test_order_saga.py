@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import outboxkit.demo
 import saga
 from examples.order_saga.cluster import Cluster, ProcessExitedError, database_urls
 from outbox.tables import outbox_tables
-from saga.demo import (
+from outboxkit.demo import (
     CARD_DECLINED,
     CARD_OK,
     CARD_SILENT,
@@ -25,7 +26,7 @@ from saga.demo import (
     Scenario,
     Style,
 )
-from saga.demo._tables import ORDER, demo_payment, demo_reservation
+from outboxkit.demo._tables import ORDER, demo_payment, demo_reservation
 from tests._cli import REPO_ROOT, cli_env
 from tests._servers import PostgresAdmin
 
@@ -102,7 +103,7 @@ def test_order_saga_each_outcome_ends_as_the_rules_say(
         cluster.place(OUTCOMES)
         assert cluster.wait(len(OUTCOMES), timeout=120), f"not finished; logs in {cluster.workdir}"
         checks = cluster.check(len(OUTCOMES))
-        statuses = {r.order_id: r.status for r in saga.demo.select_orders(cluster.engines["order"])}
+        statuses = {r.order_id: r.status for r in outboxkit.demo.select_orders(cluster.engines["order"])}
         reservations = _rows(cluster.engines["inventory"], demo_reservation)
         payments = _rows(cluster.engines["payment"], demo_payment)
         timeout_log = _step_log(cluster.engines["order"], "4") if style is Style.ORCHESTRATED else []
@@ -194,7 +195,7 @@ def test_order_saga_relay_sigkilled_and_restarted_loses_nothing(tmp_path: Path) 
         cluster.start("relay", "payment")
         assert cluster.wait(len(specs), timeout=120), f"not finished; logs in {cluster.workdir}"
         checks = cluster.check(len(specs))
-        statuses = {r.order_id: r.status for r in saga.demo.select_orders(cluster.engines["order"])}
+        statuses = {r.order_id: r.status for r in outboxkit.demo.select_orders(cluster.engines["order"])}
     finally:
         cluster.stop_all()
     assert [c for c in checks if not c.ok] == []
@@ -202,7 +203,7 @@ def test_order_saga_relay_sigkilled_and_restarted_loses_nothing(tmp_path: Path) 
 
 
 def _wait_for_payment_events(cluster: Cluster) -> None:
-    table = outbox_tables(saga.demo.PAYMENT.outbox).outbox
+    table = outbox_tables(outboxkit.demo.PAYMENT.outbox).outbox
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with cluster.engines["payment"].connect() as conn:

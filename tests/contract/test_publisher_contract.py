@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+from brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
+from brokers.memory import MemoryBroker, MemoryPublisher
 from outbox import FencedError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher
 from tests._nats import nats_entries
 from tests._relay_support import sql_broker_entries
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 from sqlalchemy import create_engine, insert
 
-from outbox.brokers import Subscriber, connect_subscriber
-from outbox.brokers.memory_subscribe import MemoryStreams, MemorySubscriber
-from outbox.brokers.sql_tables import stream_entry
+from brokers import Subscriber, connect_subscriber
+from brokers.memory import MemoryStreams, MemorySubscriber
+from brokers.sql_table.tables import stream_entry
 from tests._inbox import entry
 from tests._nats import nats_add
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, insert
 
-from outbox.brokers.sql_tables import stream_entry
+from brokers.sql_table.tables import stream_entry
 from outbox.errors import MIGRATE_HINT
 from tests._inbox import count_effects, domain, entry, wait_until
 
@@ -44,7 +44,7 @@ class Consumer:
             [
                 sys.executable,
                 "-m",
-                "relay.cli",
+                "outboxkit",
                 "--log-format",
                 "json",
                 "consume",
@@ -242,7 +242,7 @@ def test_consume_usage_errors_are_one_line_exit_2(
     tmp_path: pathlib.Path, pg_empty_url: str, redis_url: str
 ) -> None:
     """A bad registry path or a database without the inbox table: one stderr line, exit 2."""
-    base = [sys.executable, "-m", "relay.cli", "--log-level", "error", "consume"]
+    base = [sys.executable, "-m", "outboxkit", "--log-level", "error", "consume"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     bad = subprocess.run(
         [*base, "tests.e2e.nope:registry", "--db", "sqlite://", "--broker", redis_url, "--group", "g"],
@@ -301,7 +301,7 @@ def test_consume_once_on_the_sql_table_broker(sqlite_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "relay.cli",
+            "outboxkit",
             "--log-format",
             "json",
             "consume",
@@ -339,7 +339,7 @@ def test_consume_partition_layout_mismatch_is_one_line_exit_2(
         [
             sys.executable,
             "-m",
-            "relay.cli",
+            "outboxkit",
             "--log-level",
             "error",
             "consume",

@@ -1,4 +1,4 @@
-"""outbox.crashtest on a real consumer: SIGKILL at each inbox crash point, recover, each effect once."""
+"""outboxkit.testing on a real consumer: SIGKILL at each inbox crash point, recover, each effect once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from outbox.crashtest import CRASH_POINTS, CrashHarness, crash_matrix, run_process
+from outboxkit.testing import CRASH_POINTS, CrashHarness, crash_matrix, run_process
 from tests._cli import cli_env
 from tests._inbox import count_effects, domain, effect, entry
 
@@ -24,7 +24,7 @@ def test_crashtest_consumer_applies_each_message_once_through_every_inbox_crash_
     domain.create_all(engine)
     stream = f"{stream_prefix}orders.created"
     argv = [
-        sys.executable, "-m", "relay.cli", "consume", "tests.e2e.inbox_app:registry", "--db", pg_url,
+        sys.executable, "-m", "outboxkit", "consume", "tests.e2e.inbox_app:registry", "--db", pg_url,
         "--broker", redis_url, "--group", "billing", "--consumer-name", "c1", "--stream-prefix", stream_prefix,
         "--lease-ttl", "1", "--claim-idle", "0.5", "--block", "0.2", "--retention", "0", "--once",
     ]  # fmt: skip
@@ -69,7 +69,7 @@ def test_crashtest_fixture_kills_consumer_after_commit_and_recovery_skips_duplic
     stream = f"{stream_prefix}orders.created"
     redis_client.xadd(stream, entry(payload={"n": 1}, key="o-1"))
     argv = [
-        sys.executable, "-m", "relay.cli", "--log-format", "json", "consume", "tests.e2e.inbox_app:registry",
+        sys.executable, "-m", "outboxkit", "--log-format", "json", "consume", "tests.e2e.inbox_app:registry",
         "--db", pg_url, "--broker", redis_url, "--group", "billing", "--consumer-name", "c1",
         "--stream-prefix", stream_prefix, "--lease-ttl", "1", "--claim-idle", "0.5", "--block", "0.2",
         "--retention", "0", "--once",

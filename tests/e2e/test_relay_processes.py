@@ -42,7 +42,7 @@ class RelayProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "--log-format", "json", "relay", *args],
+            [sys.executable, "-m", "outboxkit", "--log-format", "json", "relay", *args],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             env=cli_env(),
@@ -418,7 +418,7 @@ def test_relay_crash_at_each_instant_loses_nothing(point: str, pg_url: str, redi
     stream = f"{stream_prefix}orders"
     args = _args(pg_url, redis_url, stream_prefix, "--batch-size", "64", "--once")
     crashed = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "relay", *args],
+        [sys.executable, "-m", "outboxkit", "relay", *args],
         env=cli_env(OUTBOXKIT_CRASH_AT=point, OUTBOXKIT_CRASH_SKIP="1"),
         cwd=REPO_ROOT, capture_output=True, timeout=60, check=False,
     )  # fmt: skip

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.soak._profile import PROFILES
-from tests.soak._run import run
+from tests.soak import run_with_local_servers
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_soak_smoke_holds_every_guarantee(tmp_path: Path) -> None:
     """~10k events under relay/consumer SIGKILLs, a relay SIGSTOP and a Redis restart: nothing lost, doubled or reordered."""
-    verdict = run(PROFILES["smoke"], seed=7, out=tmp_path)
+    verdict = run_with_local_servers("smoke", seed=7, out=tmp_path)
     report = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict.ok, report["violations"]
     assert verdict.counts is not None

@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 import inbox
 import outbox
+from brokers import StreamLayout, connect_subscriber
 from outbox import Envelope
-from outbox.brokers import StreamLayout, connect_subscriber
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
 
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 import inbox
 import outbox
+from brokers.sql_table import async_url
 from outbox import Envelope
-from outbox.brokers._sql_urls import async_url
 from tests._inbox import domain, effect, record_effect
 
 

@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 
 import inbox
 import outbox
+from brokers import StreamLayout, connect_subscriber
+from brokers.sql_table.tables import stream_entry
 from outbox import ConfigError, Envelope, key_hash
-from outbox.brokers import StreamLayout, connect_subscriber
-from outbox.brokers.sql_tables import stream_entry
 from tests._inbox import count_effects, domain, effect, entry, fast_config, record_effect
 
 

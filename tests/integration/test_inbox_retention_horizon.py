@@ -12,7 +12,7 @@ from sqlalchemy import create_engine
 from structlog.testing import capture_logs
 
 import inbox
-from outbox.brokers import StreamLayout, connect_subscriber
+from brokers import StreamLayout, connect_subscriber
 from tests._inbox import count_effects, domain, entry, fast_config, record_effect
 
 HOUR_S = 3600

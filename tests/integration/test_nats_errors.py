@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.brokers import OutgoingEntry, connect_publisher, connect_subscriber
+from brokers import OutgoingEntry, connect_publisher, connect_subscriber
 from outbox.errors import BrokerAuthError, BrokerError, ConfigError
 from tests._nats import ADMIN, CONSUMER_USER, RELAY_USER, NatsCluster
 from tests._servers import LOCALHOST, free_port

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.brokers import Outcome, OutgoingEntry, connect_publisher
+from brokers import Outcome, OutgoingEntry, connect_publisher
 from tests._nats import nats_entries
 
 

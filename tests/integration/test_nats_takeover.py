@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from outbox.brokers import connect_subscriber
+from brokers import connect_subscriber
 from tests._inbox import entry
 from tests._nats import nats_add
 

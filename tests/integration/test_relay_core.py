@@ -9,8 +9,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
+import brokers
 import outbox
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher
+from brokers.memory import MemoryBroker, MemoryPublisher
 from relay import Relay, RelayConfig
 from tests._relay_support import (
     assert_complete_and_ordered,
@@ -76,7 +77,7 @@ def test_relay_topic_partitions_route_by_key_hash(db_url: str) -> None:
     """A topic with 4 partitions goes to 4 streams; all events of one key share one stream."""
     ids = write_events(db_url, 200, keys=13)
     broker = MemoryBroker()
-    layout = outbox.brokers.StreamLayout(prefix="svc:", partitions={"orders": 4})
+    layout = brokers.StreamLayout(prefix="svc:", partitions={"orders": 4})
     _drain(db_url, broker, layout=layout)
     assert sorted(broker.streams) == [f"svc:orders:{p}" for p in range(4)]
     streams_of_key: dict[str, set[str]] = {}

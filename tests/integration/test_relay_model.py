@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 import outbox
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher
+from brokers.memory import MemoryBroker, MemoryPublisher
 from relay import Relay, RelayConfig
 
 MAX_ATTEMPTS = 3

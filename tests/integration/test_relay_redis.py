@@ -17,9 +17,9 @@ from sqlalchemy.pool import NullPool
 from structlog.testing import capture_logs
 
 import outbox
+from brokers import Fence, Outcome, OutgoingEntry, StreamLayout
+from brokers.redis_streams import RedisStreamsPublisher
 from outbox import BrokerAuthError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, StreamLayout
-from outbox.brokers.redis_streams_publish import RedisStreamsPublisher
 from relay import Relay, RelayConfig
 from relay._leases import LeaseManager
 from tests._cli import run_cli

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 import outbox
 from outbox import Envelope
-from saga.demo import CARD_OK, ORDER, OrderSpec, Scenario, choreographed_registries
-from saga.demo._choreographed import ORDER_DEADLINES, PAYMENT_EVENTS, place_order_choreographed
+from outboxkit.demo import CARD_OK, ORDER, OrderSpec, Scenario, choreographed_registries
+from outboxkit.demo._choreographed import ORDER_DEADLINES, PAYMENT_EVENTS, place_order_choreographed
 
 
 def _unsent(engine: sa.Engine) -> list[tuple[str, str | None]]:

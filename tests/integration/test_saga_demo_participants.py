@@ -1,4 +1,4 @@
-"""The example's participants (saga.demo): resent commands, repeated and early compensations change nothing more."""
+"""The example's participants (outboxkit.demo): resent commands, repeated and early compensations change nothing more."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from saga.demo import INVENTORY, PAYMENT, Faults
-from saga.demo._participants import Charge, charge, refund, release_stock, reserve_stock
-from saga.demo._tables import demo_payment, demo_reservation, demo_stock
+from outboxkit.demo import INVENTORY, PAYMENT, Faults
+from outboxkit.demo._participants import Charge, charge, refund, release_stock, reserve_stock
+from outboxkit.demo._tables import demo_payment, demo_reservation, demo_stock
 
 NO_FAULTS = Faults()
 

@@ -6,7 +6,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from tests.soak import _checker, _schema
+from outboxkit.soak import _checker, _schema
 
 
 def test_soak_checker_counts_lost_phantom_doubled_and_reordered(pg_url: str) -> None:

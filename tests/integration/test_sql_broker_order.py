@@ -8,8 +8,8 @@ import time
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from outbox.brokers import OutgoingEntry, connect_publisher
-from outbox.brokers.sql_table_publish import SqlTablePublisher
+from brokers import OutgoingEntry, connect_publisher
+from brokers.sql_table import SqlTablePublisher
 from tests._relay_support import sql_broker_entries
 
 _HOLD_S = 1.0

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from outbox.brokers import OutgoingEntry, connect_publisher, connect_subscriber
-from outbox.brokers.sql_table_subscribe import SqlTableSubscriber
+from brokers import OutgoingEntry, connect_publisher, connect_subscriber
+from brokers.sql_table import SqlTableSubscriber
 from tests._inbox import entry
 from tests._relay_support import sql_broker_entries
 

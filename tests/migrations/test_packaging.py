@@ -39,17 +39,45 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
-    """The wheel ships every package, the typed marker and the migration scripts at one private path."""
-    names = set(zipfile.ZipFile(wheel).namelist())
+    """The wheel ships every package, the Redis Lua scripts, the typed marker and the migration scripts."""
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
     assert "outbox/_migrations/env.py" in names
     assert "outbox/_migrations/versions/0001_outbox_tables.py" in names
-    assert {"outbox/__init__.py", "inbox/__init__.py", "relay/cli/__init__.py", "saga/__init__.py"} <= names
+    assert {
+        "outbox/__init__.py",
+        "brokers/__init__.py",
+        "brokers/redis_streams/__init__.py",
+        "brokers/sql_table/__init__.py",
+        "brokers/memory/__init__.py",
+        "relay/__init__.py",
+        "inbox/__init__.py",
+        "saga/__init__.py",
+        "outboxkit/__init__.py",
+        "outboxkit/__main__.py",
+        "outboxkit/cli/__init__.py",
+        "outboxkit/demo/__init__.py",
+        "outboxkit/testing/pytest_plugin.py",
+        "outboxkit/soak/__init__.py",
+    } <= names
+    lua = {
+        name.rsplit("/", 1)[1]
+        for name in names
+        if name.startswith("brokers/redis_streams/") and name.endswith(".lua")
+    }
+    assert lua == {"publish_batch.lua", "acquire_lease.lua", "release_lease.lua", "heartbeat.lua"}
     assert "outbox/py.typed" in names
-    assert not any(name.startswith("tests/") for name in names)
+    assert not any(
+        name.startswith(("tests/", "outbox/brokers/", "relay/cli/", "saga/demo/")) for name in names
+    )
+    [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    text = archive.read(entry_points).decode()
+    assert "outboxkit = outboxkit.cli:main" in text
+    assert "outboxkit = outboxkit.testing.pytest_plugin" in text
 
 
 def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
-    """Installed from the wheel and run away from the source tree, `outboxkit migrate` creates the tables."""
+    """Installed from the wheel and run away from the source tree, `python -m outboxkit migrate` creates the tables."""
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -61,9 +89,11 @@ def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
     env["PYTHONPATH"] = str(target)
     code = (
-        "import sys, outbox; from relay.cli import main;"
+        # `python -m outboxkit migrate`, with the interpreter's own check that the wheel's copy runs.
+        "import runpy, sys, outbox;"
         "assert outbox.__file__.startswith(sys.argv[1]), outbox.__file__;"
-        "print(outbox.migrations_path()); sys.exit(main(['migrate', '--db', sys.argv[2]]))"
+        "print(outbox.migrations_path()); sys.argv = ['outboxkit', 'migrate', '--db', sys.argv[2]];"
+        "runpy.run_module('outboxkit', run_name='__main__')"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(target), url],
@@ -85,8 +115,8 @@ def test_installed_wheel_migrates_outside_the_checkout(wheel: Path, tmp_path: Pa
 
 
 def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
-    """`pip install outboxkit && outboxkit demo`: the demo's services ship in the wheel (saga.demo) and run."""
-    assert "saga/demo/__init__.py" in set(zipfile.ZipFile(wheel).namelist())
+    """`pip install outboxkit && outboxkit demo`: the demo's services ship in the wheel (outboxkit.demo) and run."""
+    assert "outboxkit/demo/__init__.py" in set(zipfile.ZipFile(wheel).namelist())
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -97,8 +127,8 @@ def test_installed_wheel_runs_the_demo_outside_the_checkout(wheel: Path, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXKIT_")}
     env["PYTHONPATH"] = str(target)
     code = (
-        "import sys, saga.demo; from relay.cli import main;"
-        "assert saga.demo.__file__.startswith(sys.argv[1]), saga.demo.__file__;"
+        "import sys, outboxkit.demo; from outboxkit.cli import main;"
+        "assert outboxkit.demo.__file__.startswith(sys.argv[1]), outboxkit.demo.__file__;"
         "sys.exit(main(['demo', '--orders', '3', '--pace', '0.1']))"
     )
     done = subprocess.run(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from outbox.brokers import Fence, OutgoingEntry, PublishResult, StreamLayout, connect_publisher
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher
+from brokers import Fence, OutgoingEntry, PublishResult, StreamLayout, connect_publisher
+from brokers.memory import MemoryBroker, MemoryPublisher
 from relay import MetricsServer, Relay, RelayConfig, RelayMetrics, RelayStats
 
 

@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 
 import inbox
 import outbox
+from brokers import StreamLayout
+from brokers.memory import MemoryStreams, MemorySubscriber
 from outbox import ConfigError, Envelope, key_hash
-from outbox.brokers import StreamLayout
-from outbox.brokers.memory_subscribe import MemoryStreams, MemorySubscriber
 from tests._inbox import domain, effect, entry, fast_config, memory_engine, record_effect
 
 

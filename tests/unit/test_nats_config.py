@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from outbox.brokers.nats_jetstream import parse_nats_url
-from outbox.brokers.nats_jetstream._names import stream_name, subject_of, toolkit_stream
+from brokers.nats_jetstream import parse_nats_url
+from brokers.nats_jetstream._names import stream_name, subject_of, toolkit_stream
 from outbox.errors import ConfigError
 
 SECRET = "s3cret-never-shown"

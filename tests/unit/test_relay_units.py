@@ -7,12 +7,12 @@ import random
 
 import pytest
 
+from brokers import Fence, Outcome, OutgoingEntry, connect_publisher
+from brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
 from outbox import BrokerError, ConfigError, FencedError
-from outbox.brokers import Fence, Outcome, OutgoingEntry, connect_publisher
-from outbox.brokers.memory import MemoryBroker, MemoryPublisher, memory_broker
+from outboxkit.cli._options import parse_topic_partitions
 from relay import RelayConfig
 from relay._backoff import Backoff, backoff_delay
-from relay.cli._options import parse_topic_partitions
 
 
 def test_backoff_delay_grows_exponentially_with_jitter_and_cap() -> None:

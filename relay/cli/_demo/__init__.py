@@ -1,3 +1,0 @@
-"""``outboxkit demo``: the order saga's three services, relays and consumers in one process."""
-
-from __future__ import annotations
