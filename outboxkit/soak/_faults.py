@@ -2,9 +2,12 @@
 
 Process faults (SIGKILL, SIGSTOP) need only the processes the soak started.
 Server restarts need control of the servers, which an installed user running
-``outboxkit soak`` against their own PostgreSQL and Redis does not give: they
+``outboxkit soak`` against their own PostgreSQL and broker does not give: they
 happen only when a :class:`ServerFaults` is passed (the test suite passes one
-over the servers it starts, tests/soak.py).
+over the servers it starts, tests/soak.py). Each broker has its own restart
+fault: Redis is killed and started again (``redis_restart``); on NATS one
+JetStream node of the cluster is (``nats_node_restart``), so a stream leader
+moves while the others keep quorum.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ if TYPE_CHECKING:
     from ._profile import Profile
 
 
-SERVER_FAULTS = frozenset({"redis_restart", "postgres_restart"})
+BROKER_RESTARTS = {"redis_streams": "redis_restart", "nats_jetstream": "nats_node_restart"}
+SERVER_FAULTS = frozenset({*BROKER_RESTARTS.values(), "postgres_restart"})
+# Nodes of the NATS cluster a soak restarts one of (the suite's cluster has three).
+NATS_NODES = 3
 
 
 class ServerFaults(Protocol):
     """Restarts of the servers under test, for a soak that controls them."""
 
-    def restart_redis(self) -> None:
-        """Kill Redis at an arbitrary instant and start it again (the first time losing its data)."""
+    def restart_broker(self, target: int) -> None:
+        """Kill the broker (Redis; or NATS node ``target``) at an arbitrary instant and start it again."""
 
     def restart_postgres(self) -> None:
         """Shut PostgreSQL down immediately and start it again."""
@@ -40,16 +46,30 @@ class Fault:
     """One scheduled fault: ``at`` seconds after the start."""
 
     at: float
-    kind: str  # relay_kill | consumer_kill | relay_pause | redis_restart | postgres_restart
+    kind: (
+        str  # relay_kill | consumer_kill | relay_pause | redis_restart | nats_node_restart | postgres_restart
+    )
     target: int = 0
 
 
-def schedule(profile: Profile, seed: int, *, server_faults: bool = True) -> list[Fault]:
+def schedule(
+    profile: Profile, seed: int, *, server_faults: bool = True, broker: str = "redis_streams"
+) -> list[Fault]:
     """The whole fault plan, decided up front from the seed (so a run can be replayed).
 
     Without ``server_faults`` the server restarts are left out of the plan; the
     process faults are the same as with them (same seed, same instants).
+    ``broker`` (a :func:`brokers.broker_kind`) picks the broker's restart fault.
     """
+    restart = BROKER_RESTARTS.get(broker)
+    if restart is None:
+        msg = f"the soak has no broker faults for the {broker} broker"
+        raise ValueError(msg)
+    restarts, nodes = (
+        (profile.redis_restarts, 1)
+        if restart == "redis_restart"
+        else (profile.nats_node_restarts, NATS_NODES)
+    )
     rng = random.Random(seed)  # noqa: S311 - a replayable schedule, not a secret
     horizon = profile.events / profile.rate  # seconds of writing
     faults: list[Fault] = []
@@ -64,7 +84,7 @@ def schedule(profile: Profile, seed: int, *, server_faults: bool = True) -> list
     periodic("consumer_kill", profile.consumer_kill_every, profile.consumers)
     for kind, count, of in (
         ("relay_pause", profile.relay_pauses, profile.relays),
-        ("redis_restart", profile.redis_restarts, 1),
+        (restart, restarts, nodes),
         ("postgres_restart", profile.postgres_restarts, 1),
     ):
         # Spread these over the middle of the run, apart from each other.
@@ -131,7 +151,7 @@ class Controller(threading.Thread):
             self._stop_event.wait(self.pause_seconds)
             relay.signal(signal.SIGCONT)
             relay.paused = False
-        elif fault.kind == "redis_restart" and self.servers is not None:
-            self.servers.restart_redis()
+        elif fault.kind in BROKER_RESTARTS.values() and self.servers is not None:
+            self.servers.restart_broker(fault.target)
         elif fault.kind == "postgres_restart" and self.servers is not None:
             self.servers.restart_postgres()

@@ -26,6 +26,7 @@ class Profile:
     consumer_kill_every: tuple[float, float] = (10.0, 20.0)
     relay_pauses: int = 2
     redis_restarts: int = 2  # the first without persistence, the next with AOF
+    nats_node_restarts: int = 2  # a JetStream node SIGKILLed and started again (NATS broker)
     postgres_restarts: int = 1
     drain_timeout: float = 180.0
     rss_bound_mb: float = 400.0
@@ -44,6 +45,7 @@ PROFILES = {
         consumer_kill_every=(10.0, 16.0),
         relay_pauses=1,
         redis_restarts=1,
+        nats_node_restarts=1,
         postgres_restarts=0,
         drain_timeout=120.0,
         run_timeout=240.0,
