@@ -207,13 +207,19 @@ def test_nats_stream_leader_sigkilled_under_load_loses_nothing_doubles_nothing_r
         for name in ("a", "b"):  # batch mode: one transaction per batch keeps up with the writers
             consumers(name, ["--mode", "batch", *consumer_args])
         kills = 3 if LONG else 1
-        with Writers(app_db, threads=1, topic="orders.created", field="n", pause=0.01) as writers:
+        # pause=0.03: a few hundred events are enough to straddle the failover and
+        # keep the drain after it short on a loaded machine.
+        with Writers(app_db, threads=1, topic="orders.created", field="n", pause=0.03) as writers:
             wait_until(lambda: count_effects(app_db) > 20, timeout=60)
             for _ in range(kills):
                 leader = stream_leader(cluster.url(), stream)
                 node = next(n for n in cluster.nodes if n.server_name == leader)
                 node.kill()
-                time.sleep(5 if LONG else 3)
+                # Under load until another node leads the stream and effects flow
+                # through it: conditions, not a fixed sleep.
+                before = count_effects(app_db)
+                wait_until(lambda old=leader: _led_by_another(cluster.url(), stream, old), timeout=30)
+                wait_until(lambda floor=before: count_effects(app_db) > floor + 20, timeout=60)
                 if LONG:  # the node comes back and catches up; the next kill may hit any node
                     node.start()
                     time.sleep(3)
@@ -231,6 +237,15 @@ def test_nats_stream_leader_sigkilled_under_load_loses_nothing_doubles_nothing_r
         assert n is not None
         assert n > last.get(key, -1), f"reordered: {key} {n} after {last.get(key)}"
         last[key] = n
+
+
+def _led_by_another(url: str, stream: str, old: str | None) -> bool:
+    """Whether a node other than ``old`` leads ``stream`` (False while the election runs)."""
+    try:
+        leader = stream_leader(url, stream)
+    except Exception:
+        return False
+    return leader is not None and leader != old
 
 
 def _effect_rows(url: str) -> list[tuple[str, str | None, int | None]]:
