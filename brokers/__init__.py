@@ -2,8 +2,8 @@
 
 :class:`Publisher` is the port the relay publishes through (sync);
 :class:`Subscriber` the one consumers read through (asyncio). Each broker is a
-sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.sql_table`,
-:mod:`brokers.memory`) implementing both, so relay and inbox never import each
+sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.nats_jetstream`,
+:mod:`brokers.sql_table`, :mod:`brokers.memory`) implementing both, so relay and inbox never import each
 other; :func:`connect_publisher` / :func:`connect_subscriber` pick one by URL.
 
 .. versionadded:: 0.1
