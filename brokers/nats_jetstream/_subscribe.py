@@ -164,13 +164,23 @@ class NatsJetStreamSubscriber:
         return [self._delivery(stream, group, m) for m in msgs]
 
     async def _pull(self, stream: str, group: str, batch: int, *, expires: dt.timedelta | None) -> list[Msg]:
-        for recreated in (False, True):
+        recreated = False
+        # A consumer just created (or just failed over) can have a leader that does
+        # not answer pulls yet: "no responders" is retried, bounded by the timeout.
+        deadline = time.monotonic() + self._config.timeout
+        while True:
             try:
                 return await self._call("the read", lambda: self._pull_once(stream, group, batch, expires))
             except _NoConsumerError:
                 if recreated:
                     break
+                recreated = True
                 await self._recreate(stream, group)
+            except _NoLeaderError:
+                if time.monotonic() >= deadline:
+                    msg = f"NATS at {self._connection.description}: no consumer leader for {stream}"
+                    raise BrokerError(msg) from None
+                await asyncio.sleep(0.05)
         msg = f"NATS at {self._connection.description}: the consumer of {group} on {stream} does not answer"
         raise BrokerError(msg)
 
@@ -221,7 +231,9 @@ class NatsJetStreamSubscriber:
         if status == "503":  # no responders: the consumer is gone (or has no leader yet)
             if await self._consumer_missing(stream, group):
                 raise _NoConsumerError
-            raise BrokerError(f"NATS at {self._connection.description}: no consumer leader for {stream}")
+            if msgs:  # what came is kept; the pull just ends here
+                return False
+            raise _NoLeaderError
         return False  # 404 no messages, 408 request expired, 409 leadership change: end of this pull
 
     async def _consumer_missing(self, stream: str, group: str) -> bool:
@@ -576,6 +588,10 @@ class NatsJetStreamSubscriber:
 
 class _NoConsumerError(Exception):
     """The group's durable consumer does not exist (deleted, or the cluster lost it)."""
+
+
+class _NoLeaderError(Exception):
+    """The group's consumer exists but no leader answered the pull (an election, or one just won)."""
 
 
 def _status(stream: str, group: str, info: ConsumerInfo) -> GroupStatus:
