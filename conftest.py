@@ -17,6 +17,7 @@ import redis
 
 from tests._db import migrate, sqlite_file_url, template_database_name, unique_database_name
 from tests._kafka import KAFKA_BOOTSTRAP_ENV, ExternalKafka, KafkaEndpoint, KafkaServer
+from tests._nats import NatsCluster
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
 from tests._servers import (
@@ -45,6 +46,8 @@ SERVER_FIXTURES = frozenset(
         "redis_cluster",
         "redis_sentinel",
         "kafka_server",
+        "nats_cluster",
+        "nats_cluster_factory",
     }
 )
 
@@ -216,3 +219,35 @@ def kafka_url(kafka_server: KafkaEndpoint) -> str:
 def kafka_prefix() -> str:
     """A topic prefix private to this test, like ``t1a2b3c4d.`` (Kafka topic names have no ``:``)."""
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+# -- NATS JetStream ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """The session's 3-node JetStream cluster on loopback (nats-server from the dev extras)."""
+    with NatsCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_url(nats_cluster: NatsCluster) -> str:
+    """``nats://admin:...@h1,h2,h3`` of the session's cluster (every permission)."""
+    return nats_cluster.url()
+
+
+@pytest.fixture
+def nats_cluster_factory() -> Iterator[Callable[..., NatsCluster]]:
+    """Start private clusters a test may kill nodes of: ``nats_cluster_factory(size=3)``."""
+    started: list[NatsCluster] = []
+
+    def start(**kwargs: int) -> NatsCluster:
+        cluster = NatsCluster(**kwargs)
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.close()

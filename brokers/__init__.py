@@ -2,7 +2,8 @@
 
 :class:`Publisher` is the port the relay publishes through (sync);
 :class:`Subscriber` the one consumers read through (asyncio). Each broker is a
-sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.kafka`, :mod:`brokers.sql_table`,
+sub-package (:mod:`brokers.redis_streams`, :mod:`brokers.redis_cluster`, :mod:`brokers.redis_sentinel`,
+:mod:`brokers.nats_jetstream`, :mod:`brokers.kafka`, :mod:`brokers.sql_table`,
 :mod:`brokers.memory`) implementing both, so relay and inbox never import each
 other; :func:`connect_publisher` / :func:`connect_subscriber` pick one by URL.
 

@@ -9,6 +9,8 @@ URL                                         broker
 ``redis+cluster://[user:pw@]h:p[,h:p...]``  Redis Cluster (``rediss+cluster://``: TLS)
 ``redis+sentinel://h:p[,h:p...]/<master>``  Redis Sentinel (``rediss+sentinel://``: TLS)
 ``kafka://host1:9092,host2:9092[?...]``     Kafka (``kafka+ssl://`` for TLS; extra ``kafka``)
+``nats://[user:pw@]h1:4222,h2:4222[?...]``  NATS JetStream (``outboxkit[nats]``)
+``tls://...``                               NATS JetStream over TLS
 ``memory://[name]``                         in-process broker (tests; publish half only)
 any SQLAlchemy URL (``sqlite:///b.db``,     SQL-table broker in that database
 ``postgresql+psycopg://...``)
@@ -37,6 +39,7 @@ from ._subscriber import Subscriber
 
 __all__ = ["KAFKA_EXTRA_HINT", "broker_kind", "connect_publisher", "connect_subscriber", "needs_hash_tags"]
 
+NATS_EXTRA_HINT = "the NATS broker needs the nats extra: pip install 'outboxkit[nats]'"
 KAFKA_EXTRA_HINT = "kafka:// needs the kafka extra: pip install 'outboxkit[kafka]'"
 
 # Whole URL schemes naming a broker of their own (checked before the ``+driver`` rule).
@@ -53,6 +56,8 @@ _SCHEMES = {
     "unix": "redis_streams",
     "kafka": "kafka",
     "kafka+ssl": "kafka",
+    "nats": "nats_jetstream",
+    "tls": "nats_jetstream",
     "memory": "memory",
     "sqlite": "sql_table",
     "postgresql": "sql_table",
@@ -63,7 +68,8 @@ _SCHEMES = {
 def broker_kind(url: str) -> str:
     """The broker sub-package serving ``url``.
 
-    One of ``redis_streams``, ``redis_cluster``, ``redis_sentinel``, ``kafka``, ``sql_table``, ``memory``.
+    One of ``redis_streams``, ``redis_cluster``, ``redis_sentinel``, ``nats_jetstream``, ``kafka``,
+    ``sql_table``, ``memory``.
 
     Raises:
         ConfigError: no URL, or its scheme is unknown (password masked).
@@ -78,8 +84,9 @@ def broker_kind(url: str) -> str:
     kind = _FULL_SCHEMES.get(scheme) or _SCHEMES.get(scheme.split("+", 1)[0])
     if kind is None:
         msg = (
-            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, redis+cluster://, kafka://,"
-            " redis+sentinel://, memory:// or a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)"
+            f"unsupported broker URL {redact_url(url)}: use redis://, rediss://, unix://, redis+cluster://,"
+            " redis+sentinel://, nats://, tls://, kafka://, memory:// or a SQLAlchemy URL"
+            " (sqlite:///..., postgresql+psycopg://...)"
         )
         raise ConfigError(msg)
     return kind
@@ -116,21 +123,17 @@ def connect_publisher(
         ConfigError: the URL is malformed or its scheme unknown (password masked).
     """
     kind = broker_kind(url)
-    if kind == "redis_streams":
-        from .redis_streams import RedisStreamsPublisher  # noqa: PLC0415 - only the broker asked for
-
-        return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
-    if kind == "redis_cluster":
-        from .redis_cluster import RedisClusterPublisher  # noqa: PLC0415
-
-        return RedisClusterPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
-    if kind == "redis_sentinel":
-        from .redis_sentinel import sentinel_publisher  # noqa: PLC0415
-
-        return sentinel_publisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    if kind in _REDIS_KINDS:
+        return _redis_publisher(kind, url, key_prefix=key_prefix, max_len=max_len, durability=durability)
     if durability not in (None, "none"):
         msg = f"--broker-durability applies to Redis brokers only, not {redact_url(url)}"
         raise ConfigError(msg)
+    if kind == "nats_jetstream":
+        try:
+            from .nats_jetstream import NatsJetStreamPublisher  # noqa: PLC0415 - optional dependency
+        except ImportError:
+            raise ConfigError(NATS_EXTRA_HINT) from None
+        return NatsJetStreamPublisher(url, key_prefix=key_prefix, max_len=max_len)
     if kind == "kafka":
         if max_len is not None:
             msg = (
@@ -185,6 +188,12 @@ def connect_subscriber(
         from .kafka import KafkaSubscriber  # noqa: PLC0415 - optional dependency
 
         return KafkaSubscriber(url)
+    if kind == "nats_jetstream":
+        try:
+            from .nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415 - optional dependency
+        except ImportError:
+            raise ConfigError(NATS_EXTRA_HINT) from None
+        return NatsJetStreamSubscriber.from_url(url)
     if kind == "memory":
         msg = "memory:// has no subscribe half by URL: build brokers.memory.MemorySubscriber directly"
         raise ConfigError(msg)
@@ -197,3 +206,23 @@ def _require_kafka_extra() -> None:
     """One clear error when the ``kafka`` extra (confluent-kafka) is not installed."""
     if importlib.util.find_spec("confluent_kafka") is None:
         raise ConfigError(KAFKA_EXTRA_HINT)
+
+
+_REDIS_KINDS = frozenset({"redis_streams", "redis_cluster", "redis_sentinel"})
+
+
+def _redis_publisher(
+    kind: str, url: str, *, key_prefix: str, max_len: int | None, durability: str | None
+) -> Publisher:
+    """The publish half of one of the Redis forms (each takes the durability setting)."""
+    if kind == "redis_cluster":
+        from .redis_cluster import RedisClusterPublisher  # noqa: PLC0415 - only the broker asked for
+
+        return RedisClusterPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    if kind == "redis_sentinel":
+        from .redis_sentinel import sentinel_publisher  # noqa: PLC0415
+
+        return sentinel_publisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)
+    from .redis_streams import RedisStreamsPublisher  # noqa: PLC0415
+
+    return RedisStreamsPublisher(url, key_prefix=key_prefix, max_len=max_len, durability=durability)

@@ -13,6 +13,8 @@ __all__ = ["redact_text", "redact_url"]
 _MASK = "***"
 # scheme://user:password@ -> scheme://user:***@, anywhere in a text.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+# Schemes where a user without a password is a token (NATS): masked too.
+_TOKEN_SCHEMES = frozenset({"nats", "tls"})
 # Query parameters that carry secrets in driver URLs (libpq, redis-py, ...).
 # Any prefix counts: ``sentinel_password`` (Redis Sentinel URLs) is a password too.
 _SECRET_PARAM = re.compile(r"(?i)(^|[?&;])([a-z_]*(?:password|passwd|pwd|pass|secret|token)=)[^&;]*")
@@ -43,11 +45,13 @@ def redact_url(url: object) -> str:
         text = urlunsplit(parts)
     if parts.password is None and "@" not in parts.netloc:
         return text
-    if "," in parts.netloc:  # several hosts (redis+cluster://, redis+sentinel://): keep them all
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        auth = f"{user}:{_MASK}@" if colon else (f"{user}@" if user else "")
-        return urlunsplit((parts.scheme, f"{auth}{hosts}", parts.path, parts.query, ""))
+    user = parts.username or ""
+    if parts.scheme.lower() in _TOKEN_SCHEMES and parts.password is None and user:
+        user = _MASK  # nats://<token>@host: a user alone is a secret token
+    seeds = parts.netloc.rpartition("@")[2]
+    if "," in seeds:  # several seeds (nats://h1:4222,h2:4222): no password after the "@"
+        auth = f"{user}:{_MASK}@" if parts.password is not None else (f"{user}@" if user else "")
+        return urlunsplit((parts.scheme, f"{auth}{seeds}", parts.path, parts.query, ""))
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
@@ -55,7 +59,6 @@ def redact_url(url: object) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         port = ""
-    user = parts.username or ""
     auth = f"{user}:{_MASK}@" if parts.password is not None else (f"{user}@" if user else "")
     return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, parts.query, ""))
 

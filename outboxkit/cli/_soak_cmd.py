@@ -1,7 +1,7 @@
-"""``outboxkit soak``: the whole-system fault soak against your own PostgreSQL and Redis.
+"""``outboxkit soak``: the whole-system fault soak against your own PostgreSQL and Redis or NATS.
 
 The URLs are flags only, never ``OUTBOXKIT_DATABASE_URL``/``OUTBOXKIT_BROKER_URL``:
-the soak fills the database and Redis it is given, so it must never pick up an
+the soak fills the database and broker it is given, so it must never pick up an
 application's from the environment (the same rule as ``outboxkit demo``).
 """
 
@@ -44,7 +44,7 @@ def soak(
         str | None,
         typer.Option(
             "--broker",
-            help="A fresh Redis database for the soak's streams (redis://...).",
+            help="A fresh broker for the soak's streams: Redis (redis://...) or NATS JetStream (nats://...).",
             show_default=False,
         ),
     ] = None,
@@ -70,7 +70,9 @@ def soak(
     injected: the soak does not control your servers (docs/reliability.md).
     """
     if not db or not broker:
-        msg = "the soak needs --db postgresql+psycopg://... and --broker redis://..., both fresh databases"
+        msg = (
+            "the soak needs --db postgresql+psycopg://... and --broker redis://... or nats://..., both fresh"
+        )
         raise ConfigError(msg)
     db_url, broker_url = db, broker
     preflight(db_url, broker_url)

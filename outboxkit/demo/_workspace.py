@@ -9,6 +9,7 @@ broker unless ``--broker`` names another) and drops them afterwards unless
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import tempfile
@@ -23,13 +24,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 import outbox
-from outbox import ConfigError, StorageError, redact_url
+from outbox import ConfigError, OutboxError, StorageError, redact_url
 from outboxkit.demo import SERVICES
 
 __all__ = ["Workspace", "workspace"]
 
 _REDIS = ("redis://", "rediss://", "unix://")
 _KAFKA = ("kafka://", "kafka+ssl://")
+_NATS = ("nats://", "tls://")
 
 
 @dataclass(kw_only=True)
@@ -67,7 +69,7 @@ def workspace(db: str | None, broker: str | None, *, keep: bool) -> Iterator[Wor
             ws.broker = _create_database(ws, db, "broker")
         if ws.broker.startswith(_KAFKA):
             ws.prefix = f"demo-{run_id}."  # Kafka topic names have no ':'; its topics stay (retention)
-        elif not ws.broker.startswith(_REDIS):
+        elif not ws.broker.startswith(_REDIS + _NATS):  # a SQL-table broker needs its tables
             outbox.upgrade(ws.broker)
         yield ws
     finally:
@@ -107,8 +109,25 @@ def _clean(ws: Workspace, server: str | None) -> None:
             for database in ws.created_databases:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         engine.dispose()
+    if ws.broker.startswith(_NATS):
+        _clean_nats(ws)
     if ws.broker.startswith(_REDIS):
         with suppress(redis.RedisError), redis.Redis.from_url(ws.broker) as client:
             keys = list(client.scan_iter(match=f"{ws.prefix}*", count=500))
             if keys:
                 client.delete(*keys)
+
+
+def _clean_nats(ws: Workspace) -> None:
+    """Delete the run's JetStream streams (their names start with the run's prefix)."""
+    from brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415 - nats extra
+
+    async def clean() -> None:
+        subscriber = NatsJetStreamSubscriber.from_url(ws.broker)
+        try:
+            await subscriber.delete_streams(ws.prefix)
+        finally:
+            await subscriber.aclose()
+
+    with suppress(OutboxError):
+        asyncio.run(clean())

@@ -2,9 +2,12 @@
 
 Process faults (SIGKILL, SIGSTOP) need only the processes the soak started.
 Server restarts need control of the servers, which an installed user running
-``outboxkit soak`` against their own PostgreSQL and Redis does not give: they
+``outboxkit soak`` against their own PostgreSQL and broker does not give: they
 happen only when a :class:`ServerFaults` is passed (the test suite passes one
-over the servers it starts, tests/soak.py).
+over the servers it starts, tests/soak.py). Each broker has its own restart
+fault: Redis is killed and started again (``redis_restart``); on NATS one
+JetStream node of the cluster is (``nats_node_restart``), so a stream leader
+moves while the others keep quorum.
 """
 
 from __future__ import annotations
@@ -28,17 +31,26 @@ class Links:
     """One process's two proxied links."""
 
     db: FaultProxy
-    broker: FaultProxy
+    # None on NATS: its clients learn every node's address from the servers and
+    # connect to them directly, so one proxy cannot stand between them.
+    broker: FaultProxy | None
+
+    def proxies(self) -> list[FaultProxy]:
+        """The proxies this process really goes through."""
+        return [self.db] if self.broker is None else [self.db, self.broker]
 
 
-SERVER_FAULTS = frozenset({"redis_restart", "postgres_restart"})
+BROKER_RESTARTS = {"redis_streams": "redis_restart", "nats_jetstream": "nats_node_restart"}
+SERVER_FAULTS = frozenset({*BROKER_RESTARTS.values(), "postgres_restart"})
+# Nodes of the NATS cluster a soak restarts one of (the suite's cluster has three).
+NATS_NODES = 3
 
 
 class ServerFaults(Protocol):
     """Restarts of the servers under test, for a soak that controls them."""
 
-    def restart_redis(self) -> None:
-        """Kill Redis at an arbitrary instant and start it again (the first time losing its data)."""
+    def restart_broker(self, target: int) -> None:
+        """Kill the broker (Redis; or NATS node ``target``) at an arbitrary instant and start it again."""
 
     def restart_postgres(self) -> None:
         """Shut PostgreSQL down immediately and start it again."""
@@ -49,19 +61,31 @@ class Fault:
     """One scheduled fault: ``at`` seconds after the start."""
 
     at: float
-    # relay_kill | consumer_kill | relay_pause | redis_restart | postgres_restart |
+    # relay_kill | consumer_kill | relay_pause | redis_restart | nats_node_restart | postgres_restart |
     # relay_broker_partition | relay_db_partition | consumer_db_partition |
     # relay_half_open | slow_links | link_drop (network faults, through the proxies)
     kind: str
     target: int = 0
 
 
-def schedule(profile: Profile, seed: int, *, server_faults: bool = True) -> list[Fault]:
+def schedule(
+    profile: Profile, seed: int, *, server_faults: bool = True, broker: str = "redis_streams"
+) -> list[Fault]:
     """The whole fault plan, decided up front from the seed (so a run can be replayed).
 
     Without ``server_faults`` the server restarts are left out of the plan; the
     process faults are the same as with them (same seed, same instants).
+    ``broker`` (a :func:`brokers.broker_kind`) picks the broker's restart fault.
     """
+    restart = BROKER_RESTARTS.get(broker)
+    if restart is None:
+        msg = f"the soak has no broker faults for the {broker} broker"
+        raise ValueError(msg)
+    restarts, nodes = (
+        (profile.redis_restarts, 1)
+        if restart == "redis_restart"
+        else (profile.nats_node_restarts, NATS_NODES)
+    )
     rng = random.Random(seed)  # noqa: S311 - a replayable schedule, not a secret
     horizon = profile.events / profile.rate  # seconds of writing
     faults: list[Fault] = []
@@ -79,7 +103,7 @@ def schedule(profile: Profile, seed: int, *, server_faults: bool = True) -> list
         periodic("link_drop", profile.link_drop_every, profile.relays + profile.consumers)
     for kind, count, of in (
         ("relay_pause", profile.relay_pauses, profile.relays),
-        ("redis_restart", profile.redis_restarts, 1),
+        (restart, restarts, nodes),
         ("postgres_restart", profile.postgres_restarts, 1),
         ("relay_broker_partition", profile.relay_broker_partitions, profile.relays),
         ("relay_db_partition", profile.relay_db_partitions, profile.relays),
@@ -172,8 +196,8 @@ class Controller(threading.Thread):
             self._stop_event.wait(self.pause_seconds)
             relay.signal(signal.SIGCONT)
             relay.paused = False
-        elif fault.kind == "redis_restart" and self.servers is not None:
-            self.servers.restart_redis()
+        elif fault.kind in BROKER_RESTARTS.values() and self.servers is not None:
+            self.servers.restart_broker(fault.target)
         elif fault.kind == "postgres_restart" and self.servers is not None:
             self.servers.restart_postgres()
         elif fault.kind not in SERVER_FAULTS:
@@ -185,23 +209,30 @@ class Controller(threading.Thread):
             return
         if fault.kind == "link_drop":
             links = (self.relay_links + self.consumer_links)[fault.target]
-            links.db.drop()
-            links.broker.drop()
+            for proxy in links.proxies():
+                proxy.drop()
             return
         if fault.kind == "slow_links":
-            every = [p for links in self.relay_links + self.consumer_links for p in (links.db, links.broker)]
+            every = [p for links in self.relay_links + self.consumer_links for p in links.proxies()]
             for proxy in every:
                 proxy.slow(*profile.slow_latency)
             self._stop_event.wait(profile.slow_seconds)
             for proxy in every:
                 proxy.slow(0.0)
             return
+        self._cut_link(fault, profile)
+
+    def _cut_link(self, fault: Fault, profile: Profile) -> None:
+        """Partition (or half-open) one process's link for longer than its lease, then heal it."""
         if fault.kind == "consumer_db_partition":
             link, lease = self.consumer_links[fault.target].db, profile.consumer_lease_ttl
         elif fault.kind == "relay_db_partition":
             link, lease = self.relay_links[fault.target].db, profile.relay_lease_ttl
         else:  # relay_broker_partition, relay_half_open
-            link, lease = self.relay_links[fault.target].broker, profile.relay_lease_ttl
+            broker_link = self.relay_links[fault.target].broker
+            if broker_link is None:  # NATS: no broker proxy (see Links); the fault is skipped
+                return
+            link, lease = broker_link, profile.relay_lease_ttl
         if fault.kind == "relay_half_open":
             link.half_open()
         else:
@@ -213,6 +244,6 @@ class Controller(threading.Thread):
     def heal_network(self) -> None:
         """Every link forwarding at full speed again (the run's heal phase)."""
         for links in self.relay_links + self.consumer_links:
-            for proxy in (links.db, links.broker):
+            for proxy in links.proxies():
                 proxy.slow(0.0)
                 proxy.heal()

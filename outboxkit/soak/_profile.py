@@ -26,6 +26,7 @@ class Profile:
     consumer_kill_every: tuple[float, float] = (10.0, 20.0)
     relay_pauses: int = 2
     redis_restarts: int = 2  # the first without persistence, the next with AOF
+    nats_node_restarts: int = 2  # a JetStream node SIGKILLed and started again (NATS broker)
     postgres_restarts: int = 1
     # Network faults through the per-process fault proxies (outboxkit/soak/_proxy.py), issue 17.
     relay_broker_partitions: int = 2  # a relay cut from Redis for 1.5x its lease, mid-batch under load
@@ -53,6 +54,7 @@ PROFILES = {
         consumer_kill_every=(10.0, 16.0),
         relay_pauses=1,
         redis_restarts=1,
+        nats_node_restarts=1,
         postgres_restarts=0,
         relay_broker_partitions=1,
         relay_db_partitions=1,

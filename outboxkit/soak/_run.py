@@ -1,13 +1,16 @@
-"""One soak run against given PostgreSQL and Redis URLs: processes, faults, heal, drain, check, verdict.
+"""One soak run against given PostgreSQL and broker URLs: processes, faults, heal, drain, check, verdict.
 
-The database and the Redis database must be the soak's own (it creates its
-ledgers, fills the outbox and the ``soak.events`` streams): :func:`preflight`
-refuses ones a previous run used, since their old entries would count as
-phantom events.
+The broker is Redis Streams (``redis://``) or NATS JetStream (``nats://``,
+``tls://``). The database and the broker must be the soak's own (it creates
+its ledgers, fills the outbox and the ``soak.events`` streams):
+:func:`preflight` refuses ones a previous run used, since their old entries
+would count as phantom events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import signal
@@ -25,11 +28,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 import outbox
-from brokers import broker_kind
-from outbox import ConfigError, redact_url
+from brokers import broker_kind, connect_subscriber
+from outbox import BrokerError, ConfigError, redact_url
 
 from . import _checker, _schema
-from ._faults import Controller, Links, ServerFaults, schedule
+from ._faults import BROKER_RESTARTS, Controller, Links, ServerFaults, schedule
 from ._procs import Managed, RssSampler, cli, python_env, wait_until
 from ._profile import Profile
 from ._proxy import FaultProxy, proxied_url
@@ -72,7 +75,7 @@ def preflight(db: str, broker: str) -> None:
     """Refuse URLs the soak cannot use, each with one line saying what to give instead.
 
     Raises:
-        ConfigError: not PostgreSQL and Redis, or a database/Redis a previous soak filled.
+        ConfigError: not PostgreSQL and Redis or NATS, or a database/broker a previous soak filled.
     """
     try:
         backend = make_url(db).get_backend_name()
@@ -80,8 +83,9 @@ def preflight(db: str, broker: str) -> None:
         backend = ""
     if backend != "postgresql":
         raise ConfigError(f"the soak needs a PostgreSQL database URL, got {redact_url(db)}")
-    if broker_kind(broker) != "redis_streams":
-        raise ConfigError(f"the soak needs a Redis broker URL, got {redact_url(broker)}")
+    kind = broker_kind(broker)
+    if kind not in BROKER_RESTARTS:
+        raise ConfigError(f"the soak needs a Redis or NATS broker URL, got {redact_url(broker)}")
     engine = sa.create_engine(db)
     try:
         with engine.connect() as conn:
@@ -94,6 +98,24 @@ def preflight(db: str, broker: str) -> None:
         raise ConfigError(
             f"database at {redact_url(db)} already holds a soak's ledgers: give a fresh database"
         )
+    if kind == "nats_jetstream":
+        _refuse_filled_nats(broker)
+    else:
+        _refuse_filled_redis(broker)
+
+
+def _refuse_filled_nats(broker: str) -> None:
+    try:
+        filled = _nats_streams(broker)
+    except BrokerError as exc:
+        raise ConfigError(f"NATS at {redact_url(broker)} unreachable: {exc}") from None
+    if filled:
+        raise ConfigError(
+            f"NATS at {redact_url(broker)} already holds {TOPIC} streams: give a fresh account or delete them"
+        )
+
+
+def _refuse_filled_redis(broker: str) -> None:
     client = redis.Redis.from_url(broker)
     try:
         streams = next(iter(client.scan_iter(match=f"{TOPIC}*", count=1000, _type="stream")), None)
@@ -107,6 +129,19 @@ def preflight(db: str, broker: str) -> None:
         )
 
 
+def _nats_streams(broker: str) -> dict[str, int]:
+    """The soak's streams on a NATS broker holding entries, with their counts."""
+
+    async def listed() -> dict[str, int]:
+        subscriber = connect_subscriber(broker)
+        try:
+            return await subscriber.list_streams(TOPIC)
+        finally:
+            await subscriber.aclose()
+
+    return asyncio.run(listed())
+
+
 def _proxies(profile: Profile, db: str, broker: str) -> tuple[list[Links], list[Links]]:
     """Started fault proxies (to PostgreSQL, to Redis) for every relay and every consumer."""
     return _links(profile.relays, db, broker, "relay"), _links(profile.consumers, db, broker, "consumer")
@@ -114,8 +149,8 @@ def _proxies(profile: Profile, db: str, broker: str) -> tuple[list[Links], list[
 
 def _stop_proxies(*groups: list[Links]) -> None:
     for links in (link for group in groups for link in group):
-        links.db.stop()
-        links.broker.stop()
+        for proxy in links.proxies():
+            proxy.stop()
 
 
 def _links(count: int, db: str, broker: str, name: str) -> list[Links]:
@@ -123,14 +158,22 @@ def _links(count: int, db: str, broker: str, name: str) -> list[Links]:
     db_at, broker_at = urlsplit(db), urlsplit(broker)
     # The proxies listen on 127.0.0.1; the servers may be anywhere (given URLs or local ones).
     db_host, db_port = db_at.hostname or "127.0.0.1", db_at.port or 5432
-    broker_host, broker_port = broker_at.hostname or "127.0.0.1", broker_at.port or 6379
+    proxy_broker = broker_kind(broker) == "redis_streams"  # not NATS: see Links
+    broker_host = broker_at.hostname or "127.0.0.1" if proxy_broker else ""
+    broker_port = broker_at.port or 6379 if proxy_broker else 0
     return [
         Links(
             db=FaultProxy(db_host, db_port, name=f"{name}-{i}-db", seed=i).start(),
-            broker=FaultProxy(broker_host, broker_port, name=f"{name}-{i}-broker", seed=i).start(),
+            broker=FaultProxy(broker_host, broker_port, name=f"{name}-{i}-broker", seed=i).start()
+            if proxy_broker
+            else None,
         )
         for i in range(count)
     ]
+
+
+def _broker_url(broker: str, links: Links) -> str:
+    return broker if links.broker is None else proxied_url(broker, links.broker.port)
 
 
 def _relays(profile: Profile, db: str, broker: str, logs: Path, links: list[Links]) -> list[Managed]:
@@ -142,7 +185,7 @@ def _relays(profile: Profile, db: str, broker: str, logs: Path, links: list[Link
                 "--db",
                 proxied_url(db, links[i].db.port),
                 "--broker",
-                proxied_url(broker, links[i].broker.port),
+                _broker_url(broker, links[i]),
                 "--lease-ttl",
                 str(profile.relay_lease_ttl),
                 "--topic-partitions",
@@ -170,7 +213,7 @@ def _consumers(profile: Profile, db: str, broker: str, logs: Path, links: list[L
                 "--db",
                 proxied_url(db, links[i].db.port),
                 "--broker",
-                proxied_url(broker, links[i].broker.port),
+                _broker_url(broker, links[i]),
                 "--group",
                 GROUP,
                 "--consumer-name",
@@ -230,7 +273,7 @@ def _progress(db: str) -> tuple[int, int] | None:
 def run(
     profile: Profile, seed: int, out: Path, *, db: str, broker: str, servers: ServerFaults | None = None
 ) -> Verdict:
-    """Run the soak against ``db`` (PostgreSQL) and ``broker`` (Redis); logs and verdict go to ``out``.
+    """Run the soak against ``db`` (PostgreSQL) and ``broker`` (Redis or NATS); logs, verdict to ``out``.
 
     ``servers`` restarts those servers during the run; without it only the
     processes are killed and paused. Call :func:`preflight` first.
@@ -246,7 +289,7 @@ def run(
     consumers = _consumers(profile, db, broker, logs, consumer_links)
     writers = _writers(profile, db, seed, logs)
     everyone = relays + consumers + writers
-    plan = schedule(profile, seed, server_faults=servers is not None)
+    plan = schedule(profile, seed, server_faults=servers is not None, broker=broker_kind(broker))
     (out / "fault_plan.json").write_text(json.dumps([dataclasses.asdict(f) for f in plan], indent=1))
     controller = Controller(
         plan,
@@ -380,6 +423,10 @@ def _snapshot(out: Path, db: str, broker: str) -> None:
             ):
                 for chunk in copy:
                     fh.write(chunk)
+    if broker_kind(broker) == "nats_jetstream":
+        with contextlib.suppress(BrokerError):  # a snapshot of a failed run must not hide its verdict
+            (snap / "streams.json").write_text(json.dumps(_nats_streams(broker), indent=1))
+        return
     client = redis.Redis.from_url(broker)
     try:
         streams = {}

@@ -1,5 +1,5 @@
 """One contract for every broker's publish half: memory, SQL table (SQLite), Redis Streams, Redis Cluster,
-Redis Sentinel and Kafka."""
+Redis Sentinel, NATS JetStream and Kafka."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from brokers import EntryStatus, Fence, OutgoingEntry, Publisher, connect_publis
 from brokers.memory import MemoryBroker, MemoryPublisher
 from outbox import FencedError
 from tests._kafka import create_topic, read_fields
+from tests._nats import nats_entries
 from tests._redis_cluster import RedisClusterServer
 from tests._redis_sentinel import RedisSentinelSetup
 from tests._relay_support import sql_broker_entries
@@ -35,6 +36,7 @@ class Subject:
         "redis_streams",
         "redis_cluster",
         "redis_sentinel",
+        "nats_jetstream",
         "kafka",
         "kafka_transactional",
     ]
@@ -54,6 +56,14 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield from _kafka_subject(request, transactional=request.param == "kafka_transactional")
         return
     prefix: str = request.getfixturevalue("stream_prefix")
+    if request.param == "nats_jetstream":
+        url = request.getfixturevalue("nats_url")
+        publisher = connect_publisher(url, key_prefix=prefix)
+        yield Subject(
+            _Prefixed(publisher, prefix), lambda s: nats_entries(url, prefix + s), has_incarnation=True
+        )
+        publisher.close()
+        return
     if request.param == "redis_cluster":
         cluster: RedisClusterServer = request.getfixturevalue("redis_cluster")
         cluster_client = cluster.client()
@@ -121,10 +131,11 @@ def _decoded(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in fields.items()}
 
 
-def _entries(n: int, stream: str = "orders") -> list[OutgoingEntry]:
+def _entries(n: int, stream: str = "orders", *, first: int = 0) -> list[OutgoingEntry]:
+    # Ids are unique per test: a broker that de-duplicates by message id (NATS) drops repeats.
     return [
         OutgoingEntry(stream, {"id": str(i), "data": f'{{"seq": {i}}}'}, order_key=f"k{i % 3}")
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
@@ -148,13 +159,15 @@ def test_publisher_refuses_a_stale_fence_and_writes_nothing(subject: Subject) ->
         subject.publisher.publish(_entries(3), fences=[Fence("outbox:1", 9), Fence("outbox:0", 4)],
                                   incarnation=token)  # fmt: skip
     assert len(subject.read("orders")) == 2
-    subject.publisher.publish(_entries(1), fences=[Fence("outbox:0", 5)], incarnation=token)  # same epoch: ok
+    subject.publisher.publish(
+        _entries(1, first=2), fences=[Fence("outbox:0", 5)], incarnation=token
+    )  # same epoch: ok
     if subject.advances_fences_without_entries:
         subject.publisher.publish([], fences=[Fence("outbox:0", 6)], incarnation=token)
     else:
-        subject.publisher.publish(_entries(1), fences=[Fence("outbox:0", 6)], incarnation=token)
+        subject.publisher.publish(_entries(1, first=3), fences=[Fence("outbox:0", 6)], incarnation=token)
     with pytest.raises(FencedError):
-        subject.publisher.publish(_entries(1), fences=[Fence("outbox:0", 5)], incarnation=token)
+        subject.publisher.publish(_entries(1, first=4), fences=[Fence("outbox:0", 5)], incarnation=token)
     assert len(subject.read("orders")) == (3 if subject.advances_fences_without_entries else 4)
 
 

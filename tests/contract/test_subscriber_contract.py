@@ -1,5 +1,5 @@
 """One contract for every subscriber: in-memory, SQL table (SQLite, PostgreSQL), Redis Streams, Redis Cluster,
-Redis Sentinel and Kafka."""
+Redis Sentinel, NATS and Kafka."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from brokers.memory import MemoryStreams, MemorySubscriber
 from brokers.sql_table.tables import stream_entry
 from tests._inbox import entry
 from tests._kafka import produce_fields
+from tests._nats import nats_add
 
 NO_WAIT = dt.timedelta(milliseconds=10)
 
@@ -32,7 +33,16 @@ class Broker:
 
 
 @pytest.fixture(
-    params=["memory", "sql_sqlite", "sql_postgresql", "redis", "redis_cluster", "redis_sentinel", "kafka"]
+    params=[
+        "memory",
+        "sql_sqlite",
+        "sql_postgresql",
+        "redis",
+        "redis_cluster",
+        "redis_sentinel",
+        "nats",
+        "kafka",
+    ]
 )
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     stream = f"c{uuid.uuid4().hex[:8]}:orders.created"
@@ -68,6 +78,12 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         yield Broker(subscriber, lambda s, f: client.xadd(s, f) and None, stream)  # type: ignore[arg-type]
         await subscriber.aclose()
         client.close()
+        return
+    if request.param == "nats":
+        url = request.getfixturevalue("nats_url")
+        subscriber = connect_subscriber(url)
+        yield Broker(subscriber, lambda s, f: nats_add(url, s, f), stream)
+        await subscriber.aclose()
         return
     url = request.getfixturevalue("sqlite_url" if request.param == "sql_sqlite" else "pg_url")
     engine = create_engine(url)

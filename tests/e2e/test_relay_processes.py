@@ -78,10 +78,24 @@ def relays(tmp_path: Path, count: int, *args: str) -> Iterator[list[RelayProcess
 
 
 class Writers:
-    """Threads committing events with keys k0..k19 until stopped; ids in commit order."""
+    """Threads committing events with keys k0..k19 until stopped; ids in commit order.
 
-    def __init__(self, url: str, threads: int = 2, per_tx: int = 5) -> None:
+    Payloads are ``{field: i}`` on ``topic`` (``{"seq": i}`` on ``orders`` unless told).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        threads: int = 2,
+        per_tx: int = 5,
+        *,
+        topic: str = "orders",
+        field: str = "seq",
+        pause: float = 0.002,
+    ) -> None:
         self.url = url
+        self.pause = pause
+        self.topic, self.field = topic, field
         self.ids: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -106,13 +120,13 @@ class Writers:
                 conn.execute(text("SELECT pg_advisory_xact_lock(42)"))
                 first = self._take(per_tx)
                 messages = [
-                    outbox.Message(topic="orders", key=f"k{i % 20}", payload={"seq": i})
+                    outbox.Message(topic=self.topic, key=f"k{i % 20}", payload={self.field: i})
                     for i in range(first, first + per_tx)
                 ]
                 ids = [str(u) for u in outbox.publish_many(conn, messages)]
             with self._lock:
                 self.ids += ids
-            time.sleep(0.002)
+            time.sleep(self.pause)
         engine.dispose()
 
     def __enter__(self) -> Self:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 
 from tests._cli import run_cli
+from tests._inbox import entry
+from tests._nats import ADMIN, NatsCluster, nats_add
 
 
 def test_soak_refuses_a_sqlite_database_with_one_line(tmp_path) -> None:
@@ -30,3 +34,37 @@ def test_soak_refuses_a_database_a_previous_soak_filled(pg_empty_url: str, redis
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("outbox")  # not migrated: nothing started
     engine.dispose()
+
+
+def test_soak_refuses_a_nats_account_holding_soak_streams(
+    pg_empty_url: str, nats_cluster: NatsCluster
+) -> None:
+    """Old soak.events streams on NATS would count as phantoms: exit 2, one line, no password, nothing run (#11)."""
+    url = nats_cluster.url()
+    nats_add(url, "soak.events", entry(payload={"n": 1}))
+    try:
+        result = run_cli("soak", "--db", pg_empty_url, "--broker", url, "--profile", "smoke")
+    finally:
+        _delete_streams(url, "soak.events")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("outboxkit: error: NATS at nats://admin:***@"), line
+    assert line.endswith("already holds soak.events streams: give a fresh account or delete them"), line
+    assert ADMIN[1] not in result.stdout + result.stderr
+    engine = sa.create_engine(pg_empty_url)
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("outbox")  # not migrated: nothing started
+    engine.dispose()
+
+
+def _delete_streams(url: str, prefix: str) -> None:
+    from brokers.nats_jetstream import NatsJetStreamSubscriber  # noqa: PLC0415 - nats extra
+
+    async def delete() -> None:
+        subscriber = NatsJetStreamSubscriber.from_url(url)
+        try:
+            await subscriber.delete_streams(prefix)
+        finally:
+            await subscriber.aclose()
+
+    asyncio.run(delete())

@@ -49,6 +49,7 @@ def test_wheel_contains_migrations_and_packages(wheel: Path) -> None:
         "outbox/__init__.py",
         "brokers/__init__.py",
         "brokers/redis_streams/__init__.py",
+        "brokers/nats_jetstream/__init__.py",
         "brokers/sql_table/__init__.py",
         "brokers/memory/__init__.py",
         "relay/__init__.py",

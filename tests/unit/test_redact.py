@@ -16,6 +16,9 @@ from outbox import redact_url
         ("rediss://relay:s3cret@cache:6380/1", "rediss://relay:***@cache:6380/1"),
         ("sqlite:///app.db", "sqlite:///app.db"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("nats://relay:s3cret@n1:4222,n2:4222,n3", "nats://relay:***@n1:4222,n2:4222,n3"),
+        ("nats://s3cret@n1:4222", "nats://***@n1:4222"),  # a user alone is a NATS token
+        ("tls://relay:s3cret@n1:4222?ca=/etc/ca.pem", "tls://relay:***@n1:4222?ca=/etc/ca.pem"),
     ],
 )
 def test_redact_url_masks_password(url: str, expected: str) -> None:
