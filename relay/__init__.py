@@ -16,8 +16,11 @@ from ._config import (
     DEFAULT_RETRY_MAX,
     RelayConfig,
 )
+from ._db import check_schema, make_engine, storage_error
+from ._dead_letters import DeadLetters
 from ._metrics import MetricsServer, RelayMetrics
 from ._relay import Relay, RelayStats
+from ._status import Backlog, read_backlog
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -28,9 +31,15 @@ __all__ = [
     "DEFAULT_REPLAY_WINDOW",
     "DEFAULT_RETRY_BASE",
     "DEFAULT_RETRY_MAX",
+    "Backlog",
+    "DeadLetters",
     "MetricsServer",
     "Relay",
     "RelayConfig",
     "RelayMetrics",
     "RelayStats",
+    "check_schema",
+    "make_engine",
+    "read_backlog",
+    "storage_error",
 ]

@@ -10,7 +10,7 @@ import redis
 
 from brokers import Fence, Outcome, OutgoingEntry, Publisher, connect_publisher
 from brokers.memory import MemoryBroker, MemoryPublisher
-from outbox import FencedError
+from outbox import BrokerError, FencedError
 from tests._relay_support import sql_broker_entries
 
 
@@ -59,6 +59,9 @@ class _Prefixed:
     def publish(self, entries, *, fences=(), incarnation=None):  # type: ignore[no-untyped-def]
         entries = [OutgoingEntry(self.prefix + e.stream, e.fields, e.order_key) for e in entries]
         return self.inner.publish(entries, fences=fences, incarnation=incarnation)
+
+    def ping(self) -> None:
+        self.inner.ping()
 
     def close(self) -> None:
         self.inner.close()
@@ -109,3 +112,26 @@ def test_publisher_reports_its_incarnation(subject: Subject) -> None:
     assert result.incarnation == token
     assert [o.outcome for o in result.outcomes] == [Outcome.SKIPPED, Outcome.SKIPPED]
     assert subject.read("orders") == []
+
+
+def test_publisher_ping_answers_and_writes_nothing(subject: Subject) -> None:
+    """`ping` is a round trip that creates no stream and no entry; publishing afterwards works as before."""
+    subject.publisher.ping()
+    assert subject.read("orders") == []
+    subject.publisher.publish(_entries(1), incarnation=_token(subject))
+    assert [e["id"] for e in subject.read("orders")] == ["0"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis_streams"])
+def test_publisher_ping_of_a_dead_broker_is_a_broker_error(kind: str) -> None:
+    """A broker that does not answer makes `ping` raise BrokerError (what `status` and `relay --once` report)."""
+    if kind == "memory":
+        broker = MemoryBroker()
+        broker.fail_next()
+        publisher: Publisher = MemoryPublisher(broker)
+    else:
+        publisher = connect_publisher("redis://:s3cret@127.0.0.1:1/0")
+    with pytest.raises(BrokerError) as refused:
+        publisher.ping()
+    assert "s3cret" not in str(refused.value)
+    publisher.close()
