@@ -38,7 +38,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List dead letters not retried yet, oldest first, with their error."""
+    """List dead letters not retried yet, oldest first, with their error.
+
+    --db is the Database URL of the consumer (its inbox and dead letters), as given to `consume`.
+    """
     engine = _engine(db, schema)
     try:
         letters = inbox.select_dead_letters(engine, consumer=group, limit=limit)

@@ -82,7 +82,7 @@ DbOpt = Annotated[
     typer.Option(
         "--db",
         envvar=DATABASE_URL_ENV,
-        help="Database URL of the service (SQLAlchemy form): its outbox, inbox and saga tables.",
+        help="Database URL of the service (SQLAlchemy form, e.g. postgresql+psycopg://user@host/db).",
         show_default=False,
     ),
 ]
