@@ -13,9 +13,9 @@ from outbox import OutboxError, __version__
 from outboxkit.demo.command import demo
 
 from ._consume_cmd import consume
+from ._consumer_dead_letters_cmd import app as consumer_dead_letters_app
 from ._context import CliState
 from ._dead_letters_cmd import app as dead_letters_app
-from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
 from ._relay_cmd import relay
