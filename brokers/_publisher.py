@@ -121,6 +121,18 @@ class Publisher(Protocol):
         """
         ...
 
+    def ping(self) -> None:
+        """One round trip that writes nothing: is the broker there and does it let us in?
+
+        ``outboxkit status --broker`` and ``relay --once`` ask this instead of
+        looking at the adapter's class, so every broker answers the same way.
+
+        Raises:
+            BrokerAuthError: the broker refused the credentials or the ACL.
+            BrokerError: the broker is unreachable.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -256,6 +256,17 @@ class KafkaPublisher:
             return PublishResult(outcomes=[_PUBLISHED] * len(outcomes))
         return PublishResult(outcomes=outcomes, transient_error=transient)
 
+    def ping(self) -> None:
+        """A metadata request: reaches the brokers and passes authentication, writes nothing.
+
+        (``publish([])`` would create the fence topic and write an incarnation record.)
+        """
+        producer = self._open()
+        try:
+            producer.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise self._broker_error("checking the broker", exc.args[0] if exc.args else None) from None
+
     def _broker_error(self, what: str, error: KafkaError | None) -> BrokerError:
         if self._producer is not None:
             self._producer.poll(0)  # error callbacks (a refused login) are served by poll() only

@@ -131,6 +131,10 @@ class MemoryPublisher:
         """Append the batch (see :class:`~brokers.Publisher`)."""
         return self.broker.append(entries, fences, incarnation)
 
+    def ping(self) -> None:
+        """An empty batch, so :meth:`MemoryBroker.fail_next` makes it fail like a dead broker."""
+        self.broker.append([], (), None)
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -107,6 +107,15 @@ class NatsJetStreamPublisher:
         work = self._connection.guard("the publish", self._publish(entries, fences, incarnation))
         return self._loop.run(work, timeout=budget)
 
+    def ping(self) -> None:
+        """Connect and ask JetStream for the account's info: one round trip that writes nothing."""
+        work = self._connection.guard("the broker check", self._ping())
+        self._loop.run(work, timeout=self._config.timeout * 2)
+
+    async def _ping(self) -> None:
+        js = await self._connection.jetstream()
+        await js.account_info()
+
     async def _publish(
         self, entries: Sequence[OutgoingEntry], fences: Sequence[Fence], incarnation: str | None
     ) -> PublishResult:

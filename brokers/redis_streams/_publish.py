@@ -122,10 +122,12 @@ class RedisStreamsPublisher:
         """When a batch counts as published (``none``, ``replicas=N``, ``aof``)."""
         return self._durability
 
-    @property
-    def client(self) -> redis.Redis:
-        """The underlying client (used for health checks)."""
-        return self._client
+    def ping(self) -> None:
+        """``PING``: writes nothing (see :meth:`brokers.Publisher.ping`)."""
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise broker_error(exc, where=self._description, what="PING") from None
 
     def publish(
         self,

@@ -114,6 +114,10 @@ class SqlTablePublisher:
             for stream in streams:
                 conn.execute(_trim_to(stream, self._max_len))
 
+    def ping(self) -> None:
+        """An empty batch: one transaction that writes nothing (see :meth:`brokers.Publisher.ping`)."""
+        self.publish([])
+
     def close(self) -> None:
         """Dispose of the engine if this publisher created it."""
         if self._owns_engine:

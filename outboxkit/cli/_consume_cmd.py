@@ -8,7 +8,7 @@ import importlib
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 import typer
@@ -23,7 +23,22 @@ from outbox import ConfigError, redact_url
 from relay import MetricsServer
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
-from ._options import SchemaOpt, parse_topic_partitions
+from ._options import (
+    DEFAULT_PARTITIONS_PER_TOPIC,
+    DEFAULT_STREAM_PREFIX,
+    LOOPBACK,
+    BrokerOpt,
+    DbOpt,
+    DefaultPartitionsOpt,
+    GroupOpt,
+    OnceOpt,
+    SchemaOpt,
+    StreamPrefixOpt,
+    TopicPartitionsOpt,
+    command_option,
+    config_default,
+    parse_topic_partitions,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -109,142 +124,80 @@ async def _run(runner: ConsumerRunner, *, once: bool) -> None:
         await runner.aclose()
 
 
+def _opt(flag: str, help_text: str) -> typer.models.OptionInfo:
+    return command_option("consume", flag, help_text)  # type: ignore[no-any-return]
+
+
+def _default(name: str) -> Any:  # noqa: ANN401 - a ConsumerConfig field of any type
+    return config_default(ConsumerConfig, name)
+
+
+_DEFAULT_MODE: Mode = _default("mode")
+
+
 def consume(
     target: Annotated[str, typer.Argument(help="The handlers: package.module:registry (an inbox.Registry).")],
-    db: Annotated[
-        str | None,
-        typer.Option("--db", envvar=DATABASE_URL_ENV, help="Database URL of the handlers (inbox)."),
-    ] = None,
+    db: DbOpt = None,
     schema: SchemaOpt = None,
-    broker: Annotated[
-        str | None,
-        typer.Option(
-            "--broker",
-            envvar=BROKER_URL_ENV,
-            help="Broker URL: redis://... for Redis Streams, or a database URL for the SQL-table broker.",
-        ),
-    ] = None,
-    group: Annotated[
-        str | None,
-        typer.Option(
-            "--group", envvar="OUTBOXKIT_GROUP", help="Consumer group; also the inbox consumer name."
-        ),
-    ] = None,
+    broker: BrokerOpt = None,
+    group: GroupOpt = None,
     consumer_name: Annotated[
-        str | None,
-        typer.Option("--consumer-name", envvar="OUTBOXKIT_CONSUMER_NAME", help="This process in the group."),
+        str | None, _opt("--consumer-name", "This process in the group (default host-pid-random).")
     ] = None,
-    stream_prefix: Annotated[
-        str, typer.Option("--stream-prefix", envvar="OUTBOXKIT_STREAM_PREFIX", help="Prefix of stream names.")
-    ] = "",
-    topic_partitions: Annotated[
-        str,
-        typer.Option(
-            "--topic-partitions",
-            envvar="OUTBOXKIT_TOPIC_PARTITIONS",
-            help="Streams per topic, e.g. orders=4,payments=2 (the same as the relay's).",
-        ),
-    ] = "",
-    default_partitions: Annotated[
-        int,
-        typer.Option(
-            "--default-partitions", envvar="OUTBOXKIT_DEFAULT_PARTITIONS", help="Partitions of other topics."
-        ),
-    ] = 1,
-    mode: Annotated[
-        Mode, typer.Option("--mode", envvar="OUTBOXKIT_CONSUME_MODE", help="message (default) or batch.")
-    ] = Mode.MESSAGE,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size", envvar="OUTBOXKIT_BATCH_SIZE", help="Entries read at once per partition."
-        ),
-    ] = 100,
-    max_deliveries: Annotated[
-        int,
-        typer.Option(
-            "--max-deliveries", envvar="OUTBOXKIT_MAX_DELIVERIES", help="Deliveries before dead-lettering."
-        ),
-    ] = 5,
+    stream_prefix: StreamPrefixOpt = DEFAULT_STREAM_PREFIX,
+    topic_partitions: TopicPartitionsOpt = "",
+    default_partitions: DefaultPartitionsOpt = DEFAULT_PARTITIONS_PER_TOPIC,
+    mode: Annotated[Mode, _opt("--mode", "message (default) or batch.")] = _DEFAULT_MODE,
+    batch_size: Annotated[int, _opt("--batch-size", "Entries read at once per partition.")] = _default(
+        "batch_size"
+    ),
+    max_deliveries: Annotated[int, _opt("--max-deliveries", "Deliveries before dead-lettering.")] = _default(
+        "max_deliveries"
+    ),
     claim_idle: Annotated[
-        float,
-        typer.Option(
-            "--claim-idle",
-            envvar="OUTBOXKIT_CLAIM_IDLE",
-            help="Seconds before idle pending entries are claimed.",
-        ),
-    ] = 60.0,
-    lease_ttl: Annotated[
-        float,
-        typer.Option("--lease-ttl", envvar="OUTBOXKIT_LEASE_TTL", help="Seconds a partition lease lasts."),
-    ] = 15.0,
+        float, _opt("--claim-idle", "Seconds before idle pending entries are claimed.")
+    ] = _default("claim_idle"),
+    lease_ttl: Annotated[float, _opt("--lease-ttl", "Seconds a partition lease lasts.")] = _default(
+        "lease_ttl"
+    ),
     concurrency: Annotated[
-        int,
-        typer.Option(
-            "--concurrency",
-            envvar="OUTBOXKIT_CONCURRENCY",
-            help="Batches handled at once; every partition is still read.",
-        ),
-    ] = 8,
-    block: Annotated[
-        float, typer.Option("--block", envvar="OUTBOXKIT_BLOCK", help="Seconds a read waits for new entries.")
-    ] = 2.0,
-    retry_delay: Annotated[
-        float,
-        typer.Option("--retry-delay", envvar="OUTBOXKIT_RETRY_DELAY", help="First retry delay in seconds."),
-    ] = 0.2,
+        int, _opt("--concurrency", "Batches handled at once; every partition is still read.")
+    ] = _default("concurrency"),
+    block: Annotated[float, _opt("--block", "Seconds a read waits for new entries.")] = _default("block"),
+    retry_delay: Annotated[float, _opt("--retry-delay", "First retry delay in seconds.")] = _default(
+        "retry_delay"
+    ),
     retention: Annotated[
-        float,
-        typer.Option(
-            "--retention",
-            envvar="OUTBOXKIT_INBOX_RETENTION",
-            help="Seconds inbox records are kept; 0 keeps them.",
-        ),
-    ] = 7 * 86400.0,
-    shutdown_timeout: Annotated[
-        float,
-        typer.Option(
-            "--shutdown-timeout", envvar="OUTBOXKIT_SHUTDOWN_TIMEOUT", help="Seconds to drain on SIGTERM."
-        ),
-    ] = 30.0,
+        float, _opt("--retention", "Seconds inbox records are kept; 0 keeps them.")
+    ] = _default("retention"),
+    shutdown_timeout: Annotated[float, _opt("--shutdown-timeout", "Seconds to drain on SIGTERM.")] = _default(
+        "shutdown_timeout"
+    ),
     socket_timeout: Annotated[
-        float,
-        typer.Option("--socket-timeout", envvar="OUTBOXKIT_SOCKET_TIMEOUT", help="Broker socket timeout."),
+        float, _opt("--socket-timeout", "Broker socket timeout in seconds (Redis).")
     ] = DEFAULT_SOCKET_TIMEOUT.total_seconds(),
     metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            envvar="OUTBOXKIT_METRICS_PORT",
-            help="Serve /metrics, /healthz and /readyz on this port.",
-        ),
+        int | None, _opt("--metrics-port", "Serve /metrics, /healthz and /readyz on this port.")
     ] = None,
     metrics_host: Annotated[
-        str,
-        typer.Option(
-            "--metrics-host", envvar="OUTBOXKIT_METRICS_HOST", help="Address of the metrics server."
-        ),
-    ] = "127.0.0.1",
+        str, _opt("--metrics-host", "Address of the metrics server (0.0.0.0 for every interface).")
+    ] = LOOPBACK,
     saga_stuck_after: Annotated[
         float,
-        typer.Option(
+        _opt(
             "--saga-stuck-after",
-            envvar="OUTBOXKIT_SAGA_STUCK_AFTER",
-            help="Seconds without a transition after which an open saga counts as stuck (metrics).",
+            "Seconds without a transition after which an open saga counts as stuck (metrics).",
         ),
     ] = saga.DEFAULT_STUCK_AFTER.total_seconds(),
-    once: Annotated[
-        bool, typer.Option("--once", envvar="OUTBOXKIT_ONCE", help="Drain every stream, then exit.")
-    ] = False,
+    once: OnceOpt = False,
     on_dead_letter: Annotated[
         str,
-        typer.Option(
+        _opt(
             "--on-dead-letter",
-            envvar="OUTBOXKIT_ON_DEAD_LETTER",
-            help="park-key: later messages of a dead-lettered key wait for"
+            "park-key: later messages of a dead-lettered key wait for"
             " `consumer-dead-letters retry|purge` (keeps per-key order); skip: they go on.",
         ),
-    ] = "park-key",
+    ] = _default("on_dead_letter"),
 ) -> None:
     """Run idempotent handlers on a consumer group; SIGTERM drains and stops."""
     if not db:

@@ -13,11 +13,10 @@ import typer
 
 from outbox import ConfigError, OutboxConfig
 from outbox.tables import outbox_tables
-from relay._db import check_schema, make_engine
-from relay._dead_letters import DeadLetters
+from relay import DeadLetters, check_schema, make_engine
 
 from ._context import DATABASE_URL_ENV
-from ._options import DbOpt, SchemaOpt, TableOpt, require
+from ._options import DEFAULT_TABLE, DbOpt, SchemaOpt, TableOpt, require
 
 app = typer.Typer(help="List, retry or purge dead letters.", no_args_is_help=True)
 
@@ -38,7 +37,7 @@ def _open(db: str | None, table: str, schema: str | None) -> DeadLetters:
 @app.command("list")
 def list_(
     db: DbOpt = None,
-    table: TableOpt = "outbox",
+    table: TableOpt = DEFAULT_TABLE,
     schema: SchemaOpt = None,
     topic: TopicOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 100,
@@ -89,7 +88,7 @@ def who_am_i() -> str:
 def retry(
     ids: IdsArg = None,
     db: DbOpt = None,
-    table: TableOpt = "outbox",
+    table: TableOpt = DEFAULT_TABLE,
     schema: SchemaOpt = None,
     topic: TopicOpt = None,
     dry_run: DryRunOpt = False,
@@ -113,7 +112,7 @@ def retry(
 def purge(
     ids: IdsArg = None,
     db: DbOpt = None,
-    table: TableOpt = "outbox",
+    table: TableOpt = DEFAULT_TABLE,
     schema: SchemaOpt = None,
     topic: TopicOpt = None,
     older_than: Annotated[

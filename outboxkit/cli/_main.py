@@ -14,10 +14,10 @@ from outboxkit.demo.command import demo
 
 from ._alerts_cmd import alerts
 from ._consume_cmd import consume
+from ._consumer_dead_letters_cmd import app as consumer_dead_letters_app
 from ._context import CliState
 from ._dashboard_cmd import dashboard
 from ._dead_letters_cmd import app as dead_letters_app
-from ._inbox_dead_letters_cmd import app as consumer_dead_letters_app
 from ._logging import configure_logging
 from ._migrate_cmd import migrate
 from ._otel_setup import run_otel_setup

@@ -12,6 +12,7 @@ import outbox
 from outbox import ConfigError, OutboxConfig
 
 from ._context import DATABASE_URL_ENV
+from ._options import DEFAULT_TABLE, DbOpt, SchemaOpt, TableOpt
 
 log = structlog.get_logger(__name__)
 
@@ -34,24 +35,12 @@ def migrate(
             help="Target revision: default 'heads' for upgrade; 'base' removes every toolkit table."
         ),
     ] = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar=DATABASE_URL_ENV,
-            help="Database URL (SQLAlchemy form, e.g. postgresql+psycopg://user@host/db).",
-            show_default=False,
-        ),
-    ] = None,
+    db: DbOpt = None,
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the DDL instead of running it (offline mode).")
     ] = False,
-    table: Annotated[
-        str, typer.Option("--table", envvar="OUTBOXKIT_TABLE", help="Outbox table name.")
-    ] = "outbox",
-    schema: Annotated[
-        str | None, typer.Option("--schema", envvar="OUTBOXKIT_SCHEMA", help="Database schema of the tables.")
-    ] = None,
+    table: TableOpt = DEFAULT_TABLE,
+    schema: SchemaOpt = None,
     print_path: Annotated[
         bool,
         typer.Option(

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 import typer
@@ -15,77 +15,85 @@ import typer
 from brokers import StreamLayout, needs_hash_tags
 from outbox import BrokerError, OutboxConfig
 from relay import MetricsServer, Relay, RelayConfig, RelayMetrics
-from relay._config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_LEASE_TTL,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_ON_DEAD_LETTER,
-    DEFAULT_PARTITIONS,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_REPLAY_WINDOW,
-    DEFAULT_RETRY_BASE,
-    DEFAULT_RETRY_MAX,
-)
 
 from ._context import BROKER_URL_ENV, DATABASE_URL_ENV
-from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, parse_topic_partitions, require
+from ._options import (
+    DEFAULT_PARTITIONS_PER_TOPIC,
+    DEFAULT_STREAM_PREFIX,
+    DEFAULT_TABLE,
+    LOOPBACK,
+    BrokerOpt,
+    DbOpt,
+    DefaultPartitionsOpt,
+    OnceOpt,
+    SchemaOpt,
+    StreamPrefixOpt,
+    TableOpt,
+    TopicPartitionsOpt,
+    command_option,
+    config_default,
+    parse_topic_partitions,
+    require,
+)
 from ._status_cmd import broker_reachable
 
 log = structlog.get_logger(__name__)
 
 _UNHEALTHY_AFTER_S = 60.0
+_MIB = 1024 * 1024
 
 
 def _opt(flag: str, help_text: str) -> typer.models.OptionInfo:
-    env = "OUTBOXKIT_" + flag.lstrip("-").replace("-", "_").upper()
-    return typer.Option(flag, envvar=env, help=help_text)  # type: ignore[no-any-return]
+    return command_option("relay", flag, help_text)  # type: ignore[no-any-return]
+
+
+def _default(name: str) -> Any:  # noqa: ANN401 - a RelayConfig field of any type
+    return config_default(RelayConfig, name)
 
 
 def relay(
     db: DbOpt = None,
     broker: BrokerOpt = None,
-    table: TableOpt = "outbox",
+    table: TableOpt = DEFAULT_TABLE,
     schema: SchemaOpt = None,
-    batch_size: Annotated[
-        int, _opt("--batch-size", "Rows per claim and broker round trip.")
-    ] = DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[int, _opt("--batch-size", "Rows per claim and broker round trip.")] = _default(
+        "batch_size"
+    ),
     max_batch_mib: Annotated[
         float, _opt("--max-batch-mib", "Payload MiB per batch; batches shrink while rows are large.")
-    ] = 16.0,
+    ] = _default("max_batch_bytes") / _MIB,
     poll_interval: Annotated[
         float, _opt("--poll-interval", "Seconds between polls when idle (NOTIFY wakes earlier).")
-    ] = DEFAULT_POLL_INTERVAL.total_seconds(),
+    ] = _default("poll_interval"),
     partitions: Annotated[
         int, _opt("--partitions", "Relay partitions of the key space (fixed by the first relay).")
-    ] = DEFAULT_PARTITIONS,
+    ] = _default("partitions"),
     lease_ttl: Annotated[
         float, _opt("--lease-ttl", "Seconds after which a silent relay's partitions are taken over.")
-    ] = DEFAULT_LEASE_TTL.total_seconds(),
+    ] = _default("lease_ttl"),
     max_attempts: Annotated[
         int, _opt("--max-attempts", "Broker rejections before a message becomes a dead letter.")
-    ] = DEFAULT_MAX_ATTEMPTS,
+    ] = _default("max_attempts"),
     retry_base: Annotated[
         float, _opt("--retry-base", "First retry delay of a rejected message, seconds.")
-    ] = DEFAULT_RETRY_BASE.total_seconds(),
+    ] = _default("retry_base"),
     retry_max: Annotated[
         float, _opt("--retry-max", "Longest retry delay of a rejected message, seconds.")
-    ] = DEFAULT_RETRY_MAX.total_seconds(),
+    ] = _default("retry_max"),
     replay_window: Annotated[
         float,
         _opt(
             "--replay-window",
             "Seconds published rows are kept to re-publish after broker data loss; 0 deletes.",
         ),
-    ] = DEFAULT_REPLAY_WINDOW.total_seconds(),
-    stream_prefix: Annotated[str, _opt("--stream-prefix", "Prefix of every stream name.")] = "",
-    topic_partitions: Annotated[
-        str, _opt("--topic-partitions", "Streams per topic, e.g. orders=4,payments=2.")
-    ] = "",
-    default_partitions: Annotated[int, _opt("--default-partitions", "Streams of any other topic.")] = 1,
+    ] = _default("replay_window"),
+    stream_prefix: StreamPrefixOpt = DEFAULT_STREAM_PREFIX,
+    topic_partitions: TopicPartitionsOpt = "",
+    default_partitions: DefaultPartitionsOpt = DEFAULT_PARTITIONS_PER_TOPIC,
     stream_maxlen: Annotated[
         int | None,
         _opt("--stream-maxlen", "Max length of every stream, Redis or SQL table (trims unread entries!)."),
-    ] = None,
+    ] = _default("max_len"),
     broker_durability: Annotated[
         str | None,
         _opt(
@@ -100,11 +108,12 @@ def relay(
     ] = None,
     metrics_host: Annotated[
         str, _opt("--metrics-host", "Address of the metrics server (0.0.0.0 for every interface).")
-    ] = "127.0.0.1",
+    ] = LOOPBACK,
     relay_id: Annotated[
-        str | None, _opt("--relay-id", "Name of this relay (default host-pid-random).")
-    ] = None,
-    once: Annotated[bool, _opt("--once", "Drain what is due, then exit.")] = False,
+        str | None,
+        command_option("relay", "--relay-id", "Name of this relay (default host-pid-random).", env_name="id"),
+    ] = _default("relay_id"),
+    once: OnceOpt = False,
     on_dead_letter: Annotated[
         str,
         _opt(
@@ -112,7 +121,7 @@ def relay(
             "park-key: later rows of a dead-lettered key wait for `dead-letters retry|purge`"
             " (keeps per-key order); skip: they go on.",
         ),
-    ] = DEFAULT_ON_DEAD_LETTER,
+    ] = _default("on_dead_letter"),
 ) -> None:
     """Relay committed outbox rows to the broker until SIGTERM/SIGINT (or, with --once, until drained)."""
     broker_url = require(broker, "--broker", BROKER_URL_ENV)
@@ -127,7 +136,7 @@ def relay(
             hash_tags=needs_hash_tags(broker_url),
         ),
         batch_size=batch_size,
-        max_batch_bytes=int(max_batch_mib * 1024 * 1024),
+        max_batch_bytes=int(max_batch_mib * _MIB),
         poll_interval=dt.timedelta(seconds=poll_interval),
         partitions=partitions,
         lease_ttl=dt.timedelta(seconds=lease_ttl),

@@ -17,7 +17,7 @@ import saga
 from outbox import ConfigError, StorageError, create_engine, redact_url, use_schema
 
 from ._context import DATABASE_URL_ENV
-from ._options import SchemaOpt
+from ._options import DbOpt, SchemaOpt
 
 saga_app = typer.Typer(
     name="saga",
@@ -36,15 +36,7 @@ def _saga() -> None:
 @saga_app.command(name="show")
 def show(
     saga_id: Annotated[str, typer.Argument(help="The saga id (a UUID).", show_default=False)],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar=DATABASE_URL_ENV,
-            help=f"Database URL of the orchestrator (env {DATABASE_URL_ENV}).",
-            show_default=False,
-        ),
-    ] = None,
+    db: DbOpt = None,
     schema: SchemaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:

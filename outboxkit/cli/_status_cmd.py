@@ -8,22 +8,35 @@ import json
 from typing import Annotated
 
 import typer
-from redis.exceptions import RedisError
 from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from brokers import GroupStatus, connect_publisher
-from brokers.redis_cluster import RedisClusterPublisher
-from brokers.redis_streams import RedisStreamsPublisher
 from inbox import consumer_group_status, count_dead_letters, inbox_dead_letter
 from outbox import OutboxConfig, OutboxError, SchemaMissingError, redact_url
 from outbox.tables import outbox_tables
-from relay._db import check_schema, make_engine, storage_error
-from relay._status import OPEN_TX_AGE_S, Backlog, read_backlog, read_open_transactions
+from relay import (
+    OPEN_TX_AGE_S,
+    Backlog,
+    check_schema,
+    make_engine,
+    read_backlog,
+    read_open_transactions,
+    storage_error,
+)
 from saga import SagaCount, count_sagas
 
 from ._context import DATABASE_URL_ENV
-from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, require
+from ._options import (
+    DEFAULT_STREAM_PREFIX,
+    DEFAULT_TABLE,
+    BrokerOpt,
+    DbOpt,
+    SchemaOpt,
+    StreamPrefixOpt,
+    TableOpt,
+    require,
+)
 
 # Schema version of `status --json`: bumped when a field changes meaning or goes away.
 STATUS_JSON_VERSION = 1
@@ -34,16 +47,9 @@ EXIT_BROKER_UNREACHABLE = 1
 def status(
     db: DbOpt = None,
     broker: BrokerOpt = None,
-    table: TableOpt = "outbox",
+    table: TableOpt = DEFAULT_TABLE,
     schema: SchemaOpt = None,
-    stream_prefix: Annotated[
-        str,
-        typer.Option(
-            "--stream-prefix",
-            envvar="OUTBOXKIT_STREAM_PREFIX",
-            help="Prefix of the consumer groups' streams.",
-        ),
-    ] = "",
+    stream_prefix: StreamPrefixOpt = DEFAULT_STREAM_PREFIX,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Print the backlog and why rows wait, dead letters, relays, consumer groups' lag and sagas."""
@@ -132,17 +138,12 @@ def _print_sagas(sagas: list[SagaCount]) -> None:
 
 
 def broker_reachable(url: str) -> tuple[bool, str | None]:
-    """Ping the broker without writing anything."""
+    """Ping the broker without writing anything (:meth:`brokers.Publisher.ping`): reachable, else why not."""
     publisher = connect_publisher(url)
     try:
-        if isinstance(publisher, RedisStreamsPublisher):
-            publisher.client.ping()
-        elif isinstance(publisher, RedisClusterPublisher):
-            publisher.ping()
-        else:
-            publisher.publish([])  # no entries, no fences: a no-op round trip
-    except (OutboxError, RedisError) as exc:
-        return False, type(exc).__name__ if isinstance(exc, RedisError) else str(exc)
+        publisher.ping()
+    except OutboxError as exc:
+        return False, str(exc)
     finally:
         publisher.close()
     return True, None

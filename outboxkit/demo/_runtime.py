@@ -84,6 +84,9 @@ class _CrashOncePublisher:
                 raise RelayCrashError
         return result
 
+    def ping(self) -> None:
+        self._inner.ping()
+
     def close(self) -> None:
         self._inner.close()
 

@@ -11,7 +11,7 @@ import redis
 
 from brokers import EntryStatus, Fence, OutgoingEntry, Publisher, connect_publisher
 from brokers.memory import MemoryBroker, MemoryPublisher
-from outbox import FencedError
+from outbox import BrokerError, FencedError
 from tests._kafka import create_topic, read_fields
 from tests._nats import nats_entries
 from tests._redis_cluster import RedisClusterServer
@@ -123,6 +123,9 @@ class _Prefixed:
     def _name(self, stream: str) -> str:
         return f"{self.prefix}{{{stream}}}" if self.hash_tag else self.prefix + stream
 
+    def ping(self) -> None:
+        self.inner.ping()
+
     def close(self) -> None:
         self.inner.close()
 
@@ -182,3 +185,26 @@ def test_publisher_reports_its_incarnation(subject: Subject) -> None:
     assert result.incarnation == token
     assert [o.outcome for o in result.outcomes] == [EntryStatus.SKIPPED, EntryStatus.SKIPPED]
     assert subject.read("orders") == []
+
+
+def test_publisher_ping_answers_and_writes_nothing(subject: Subject) -> None:
+    """`ping` is a round trip that creates no stream and no entry; publishing afterwards works as before."""
+    subject.publisher.ping()
+    assert subject.read("orders") == []
+    subject.publisher.publish(_entries(1), incarnation=_token(subject))
+    assert [e["id"] for e in subject.read("orders")] == ["0"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis_streams"])
+def test_publisher_ping_of_a_dead_broker_is_a_broker_error(kind: str) -> None:
+    """A broker that does not answer makes `ping` raise BrokerError (what `status` and `relay --once` report)."""
+    if kind == "memory":
+        broker = MemoryBroker()
+        broker.fail_next()
+        publisher: Publisher = MemoryPublisher(broker)
+    else:
+        publisher = connect_publisher("redis://:s3cret@127.0.0.1:1/0")
+    with pytest.raises(BrokerError) as refused:
+        publisher.ping()
+    assert "s3cret" not in str(refused.value)
+    publisher.close()

@@ -220,7 +220,9 @@ def test_consume_sigterm_finishes_in_flight_message_and_exits_zero(
     for n in range(20):
         redis_client.xadd(stream, entry(payload={"n": n}))
     port = _free_port()
-    a = consumers("a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_BATCH_SIZE="5", OUTBOXKIT_METRICS_PORT=str(port))
+    a = consumers(
+        "a", INBOX_E2E_SLOW="0.05", OUTBOXKIT_CONSUME_BATCH_SIZE="5", OUTBOXKIT_CONSUME_METRICS_PORT=str(port)
+    )
     wait_until(lambda: count_effects(app_db) >= 1)
     wait_until(lambda: 'outcome="processed"' in _metrics(port))
     assert (

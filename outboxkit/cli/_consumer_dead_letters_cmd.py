@@ -17,27 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import inbox
 from outbox import ConfigError, OutboxError
-from relay._db import make_engine, storage_error
+from relay import make_engine, storage_error
 
 from ._consume_cmd import load_registry
 from ._context import DATABASE_URL_ENV
-from ._options import SchemaOpt, require
+from ._options import DbOpt, GroupOpt, SchemaOpt, require
 
 app = typer.Typer(help="List, retry or purge consumer dead letters.", no_args_is_help=True)
-
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar=DATABASE_URL_ENV,
-        help="Database URL of the consumer (its inbox and dead letters), as given to `consume`.",
-        show_default=False,
-    ),
-]
-GroupOpt = Annotated[
-    str | None,
-    typer.Option("--group", envvar="OUTBOXKIT_GROUP", help="Only this consumer group (inbox name)."),
-]
 
 
 def _engine(db: str | None, schema: str | None) -> Engine:
@@ -52,7 +38,10 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List dead letters not retried yet, oldest first, with their error."""
+    """List dead letters not retried yet, oldest first, with their error.
+
+    --db is the Database URL of the consumer (its inbox and dead letters), as given to `consume`.
+    """
     engine = _engine(db, schema)
     try:
         letters = inbox.select_dead_letters(engine, consumer=group, limit=limit)
