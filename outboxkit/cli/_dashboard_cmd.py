@@ -7,11 +7,21 @@ from typing import Annotated
 
 import typer
 
+import saga
 from outbox import ConfigError, redact_url
 
 from ._consume_cmd import load_registry
 from ._context import DATABASE_URL_ENV
-from ._options import BrokerOpt, DbOpt, SchemaOpt, TableOpt, require
+from ._options import (
+    DEFAULT_STREAM_PREFIX,
+    BrokerOpt,
+    DbOpt,
+    SagaTimerTopicOpt,
+    SchemaOpt,
+    StreamPrefixOpt,
+    TableOpt,
+    require,
+)
 
 __all__ = ["dashboard"]
 
@@ -48,25 +58,13 @@ def dashboard(
         bool,
         typer.Option("--read-only", envvar="OUTBOXKIT_DASHBOARD_READ_ONLY", help="Offer no action at all."),
     ] = False,
-    stream_prefix: Annotated[
-        str,
-        typer.Option(
-            "--stream-prefix",
-            envvar="OUTBOXKIT_STREAM_PREFIX",
-            help="Prefix of the consumer groups' streams.",
-        ),
-    ] = "",
-    timer_topic: Annotated[
-        str,
-        typer.Option(
-            "--timer-topic", envvar="OUTBOXKIT_SAGA_TIMER_TOPIC", help="The saga orchestrator's timer topic."
-        ),
-    ] = "saga.timers",
+    stream_prefix: StreamPrefixOpt = DEFAULT_STREAM_PREFIX,
+    timer_topic: SagaTimerTopicOpt = saga.DEFAULT_TIMER_TOPIC,
     handlers: Annotated[
         str | None,
         typer.Option(
             "--handlers",
-            envvar="OUTBOXKIT_HANDLERS",
+            envvar="OUTBOXKIT_DASHBOARD_HANDLERS",
             help="package.module:registry, to retry consumer dead letters.",
             show_default=False,
         ),

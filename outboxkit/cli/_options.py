@@ -38,6 +38,7 @@ __all__ = [
     "DefaultPartitionsOpt",
     "GroupOpt",
     "OnceOpt",
+    "SagaTimerTopicOpt",
     "SchemaOpt",
     "StreamPrefixOpt",
     "TableOpt",
@@ -109,6 +110,15 @@ StreamPrefixOpt = Annotated[
     typer.Option("--stream-prefix", envvar="OUTBOXKIT_STREAM_PREFIX", help="Prefix of every stream name."),
 ]
 DEFAULT_STREAM_PREFIX: str = config_default(StreamLayout, "prefix")
+# Where operators' saga requests go (`saga retry|abort`, the dashboard's buttons): the orchestrator's timers.
+SagaTimerTopicOpt = Annotated[
+    str,
+    typer.Option(
+        "--timer-topic",
+        envvar="OUTBOXKIT_SAGA_TIMER_TOPIC",
+        help="The saga orchestrator's timer topic (Orchestrator(timer_topic=...)).",
+    ),
+]
 TopicPartitionsOpt = Annotated[
     str,
     typer.Option(

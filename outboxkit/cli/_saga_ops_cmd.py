@@ -22,28 +22,11 @@ from outbox import ConfigError, OutboxConfig, StorageError, redact_url
 
 from ._context import DATABASE_URL_ENV
 from ._dead_letters_cmd import who_am_i
-from ._options import SchemaOpt, TableOpt
+from ._options import DbOpt, SagaTimerTopicOpt, SchemaOpt, TableOpt
 from ._saga_cmd import open_saga_engine
 
 __all__ = ["saga_abort", "saga_list", "saga_retry"]
 
-SagaDbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar=DATABASE_URL_ENV,
-        help=f"Database URL of the orchestrator (env {DATABASE_URL_ENV}).",
-        show_default=False,
-    ),
-]
-TimerTopicOpt = Annotated[
-    str,
-    typer.Option(
-        "--timer-topic",
-        envvar="OUTBOXKIT_SAGA_TIMER_TOPIC",
-        help="The orchestrator's timer topic (Orchestrator(timer_topic=...)).",
-    ),
-]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Recorded in the step log (default user@host).")]
 SagaIdArg = Annotated[str, typer.Argument(help="The saga id (a UUID).", show_default=False)]
 
@@ -64,7 +47,7 @@ def parse_saga_id(text: str) -> uuid.UUID:
 
 
 def saga_list(
-    db: SagaDbOpt = None,
+    db: DbOpt = None,
     schema: SchemaOpt = None,
     saga_type: Annotated[str | None, typer.Option("--type", help="Only sagas of this type.")] = None,
     state: Annotated[saga.SagaState | None, typer.Option("--state", help="Only sagas in this state.")] = None,
@@ -137,10 +120,10 @@ def _request(
 
 def saga_retry(
     saga_id: SagaIdArg,
-    db: SagaDbOpt = None,
+    db: DbOpt = None,
     schema: SchemaOpt = None,
     table: TableOpt = "outbox",
-    timer_topic: TimerTopicOpt = saga.DEFAULT_TIMER_TOPIC,
+    timer_topic: SagaTimerTopicOpt = saga.DEFAULT_TIMER_TOPIC,
     by: ByOpt = None,
 ) -> None:
     """Try the saga's current step (or compensation) again now: resend its command, rerun a local step."""
@@ -149,10 +132,10 @@ def saga_retry(
 
 def saga_abort(
     saga_id: SagaIdArg,
-    db: SagaDbOpt = None,
+    db: DbOpt = None,
     schema: SchemaOpt = None,
     table: TableOpt = "outbox",
-    timer_topic: TimerTopicOpt = saga.DEFAULT_TIMER_TOPIC,
+    timer_topic: SagaTimerTopicOpt = saga.DEFAULT_TIMER_TOPIC,
     by: ByOpt = None,
 ) -> None:
     """Compensate a running saga now, from its current step down (refused once it compensates)."""

@@ -29,6 +29,8 @@ SHARED = {
     "OUTBOXKIT_DEBUG",
     "OUTBOXKIT_LOG_LEVEL",
     "OUTBOXKIT_LOG_FORMAT",
+    "OUTBOXKIT_OTEL_SETUP",  # a root option: the same for every daemon
+    "OUTBOXKIT_SAGA_TIMER_TOPIC",  # saga retry|abort and the dashboard send to the same topic
 }
 
 
