@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from inbox import inbox_dead_letter
 from outbox import ConfigError, OutboxConfig, StorageError, outbox_tables, redact_url
 from outbox.tables import OutboxTables
-from relay._db import check_schema, make_engine
+from relay import check_schema, make_engine
 from saga.tables import saga_instance, saga_step_log, saga_timer
 
 from ._config import DashboardConfig

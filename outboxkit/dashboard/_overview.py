@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import saga
 from inbox import GroupStatus, consumer_group_status, count_dead_letters, inbox_dead_letter
 from outbox import OutboxError, redact_url
-from relay._status import OPEN_TX_AGE_S, Backlog, read_backlog, read_open_transactions
+from relay import OPEN_TX_AGE_S, Backlog, read_backlog, read_open_transactions
 from saga.tables import saga_instance
 
 from ._config import DashboardConfig

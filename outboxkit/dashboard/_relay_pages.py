@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay._dead_letters import DeadLetters
+from relay import DeadLetters
 
 from ._app import dashboard_of, form_of, one, render
 from ._database import Area
