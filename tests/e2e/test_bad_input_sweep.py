@@ -140,7 +140,7 @@ BAD_COMMAND_LINES = [
         ["relay", "--db", "mysql://u@h/db", "--broker", "redis://127.0.0.1:1/0"], id="relay-db-wrong-scheme"
     ),
     pytest.param(
-        ["relay", "--db", "{sqlite}", "--broker", "kafka://broker:9092"], id="relay-broker-wrong-scheme"
+        ["relay", "--db", "{sqlite}", "--broker", "amqp://broker:5672"], id="relay-broker-wrong-scheme"
     ),
     pytest.param(["relay", "--db", "{sqlite}", "--broker", "redis://[::1"], id="relay-broker-malformed"),
     pytest.param(
