@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from brokers import Delivery
 from outbox import DecodeError, Envelope, RetryWait, SchemaMissingError, StorageError, decode_entry
 from outbox._crashpoints import crash_point
+from outbox._dberrors import driver_reason
 
 from . import _metrics as m
 from ._config import ConsumerConfig, Mode
@@ -58,6 +59,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def error_text(exc: BaseException) -> str:
+    """One line for logs and dead letters, never a statement's SQL or parameters (payload values)."""
+    if isinstance(exc, StatementError):  # SQLAlchemy appends "[SQL: ...] [parameters: {...}]"
+        return f"{type(exc).__name__}: {driver_reason(exc)}"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
