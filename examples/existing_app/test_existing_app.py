@@ -39,6 +39,7 @@ TOOLKIT_TABLES = {
     "outboxkit_relay_state",
     "outboxkit_inbox",
     "outboxkit_inbox_dead_letter",
+    "outboxkit_consumer_offset",
     "outboxkit_saga",
     "outboxkit_saga_step_log",
     "outboxkit_saga_timer",
