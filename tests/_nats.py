@@ -26,13 +26,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tests._servers import _LIVE, LOCALHOST, ServerError, ServerNotInstalledError, _ServerProcess, free_port
+from tests._servers import (
+    _LIVE,
+    LOCALHOST,
+    ServerError,
+    ServerGroup,
+    ServerNotInstalledError,
+    _ServerProcess,
+    free_port,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
-    from types import TracebackType
 
 __all__ = [
     "ADMIN",
@@ -166,7 +173,7 @@ async def _jetstream_ready(url: str) -> None:
         await nc.close()
 
 
-class NatsCluster:
+class NatsCluster(ServerGroup):
     """Three JetStream nodes routed to each other on free loopback ports (one node with ``size=1``)."""
 
     def __init__(self, *, size: int = 3) -> None:
@@ -219,19 +226,6 @@ class NatsCluster:
         """Stop every node and remove its directory."""
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 # -- reading and writing streams behind the toolkit's back (test oracles) ------------

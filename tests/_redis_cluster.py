@@ -19,13 +19,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from ._servers import LOCALHOST, ServerError
+from ._servers import LOCALHOST, ServerError, ServerGroup
 from ._servers import RedisServer as _RedisServer
 
 __all__ = ["CLUSTER_NODE_TIMEOUT_MS", "RedisClusterServer"]
@@ -45,7 +43,7 @@ def _distinct_free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
-class RedisClusterServer:
+class RedisClusterServer(ServerGroup):
     """``masters`` masters with one replica each, on free loopback ports.
 
     ``extra_args`` go to every node (ACL files, ``requirepass`` ...); with
@@ -164,16 +162,3 @@ class RedisClusterServer:
                 node.kill()  # a graceful stop waits up to 10 s for replicas to catch up
             with contextlib.suppress(Exception):
                 node.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from types import TracebackType
-from typing import Self
 
 import redis
 
-from ._servers import LOCALHOST, NO_RETRY, RedisServer, ServerError, _ServerProcess, find_redis
+from ._servers import LOCALHOST, NO_RETRY, RedisServer, ServerError, ServerGroup, _ServerProcess, find_redis
 
 __all__ = ["MASTER_NAME", "RedisSentinelSetup"]
 
@@ -54,7 +52,7 @@ class RedisSentinelProcess(_ServerProcess):
             client.close()
 
 
-class RedisSentinelSetup:
+class RedisSentinelSetup(ServerGroup):
     """A master, one replica and three sentinels; :attr:`url` is the ``redis+sentinel://`` URL."""
 
     def __init__(self) -> None:
@@ -143,16 +141,3 @@ class RedisSentinelSetup:
                 process.kill()
             with contextlib.suppress(Exception):
                 process.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -59,6 +59,7 @@ __all__ = [
     "RedisEndpoint",
     "RedisServer",
     "ServerError",
+    "ServerGroup",
     "ServerNotInstalledError",
     "ServerPool",
     "find_postgres",
@@ -485,6 +486,32 @@ class _ServerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=STOP_TIMEOUT)
+
+
+class ServerGroup:
+    """Several server processes started together (a cluster, a Sentinel set-up): a context manager.
+
+    Subclasses define ``start()`` and ``close()``; a failed start closes what it started.
+    """
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class _TransientStartError(Exception):
