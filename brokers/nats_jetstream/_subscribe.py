@@ -284,11 +284,15 @@ class NatsJetStreamSubscriber:
             return []
 
         async def nak() -> None:
+            # Each NAK is a request the consumer's leader answers once it has queued the entry
+            # for redelivery: a plain publish + flush only reached our server, and the no-wait
+            # pull below could overtake it and find nothing (the contract suite's claim flake).
             nc = await self._connection.connect()
             for seq, msg in idle:
                 held.pop(str(seq), None)
-                await nc.publish(msg.reply, b"-NAK")
-            await nc.flush(timeout=int(self._config.timeout))
+            await asyncio.gather(
+                *(nc.request(m.reply, b"-NAK", timeout=self._config.timeout) for _, m in idle)
+            )
 
         await self._call("the claim", nak)
         msgs = await self._pull(stream, group, len(idle), expires=None)
