@@ -288,7 +288,7 @@ class NatsJetStreamSubscriber:
             # for redelivery: a plain publish + flush only reached our server, and the no-wait
             # pull below could overtake it and find nothing (the contract suite's claim flake).
             nc = await self._connection.connect()
-            for seq, msg in idle:
+            for seq, _ in idle:
                 held.pop(str(seq), None)
             await asyncio.gather(
                 *(nc.request(m.reply, b"-NAK", timeout=self._config.timeout) for _, m in idle)
