@@ -123,14 +123,17 @@ def _to_dead_letter(row: RowMapping) -> ConsumerDeadLetter:
 
 
 def select_dead_letters(
-    engine: Engine, *, consumer: str | None = None, limit: int = 100
+    engine: Engine, *, consumer: str | None = None, limit: int = 100, include_retried: bool = False
 ) -> list[ConsumerDeadLetter]:
-    """The oldest dead letters not retried yet, of one consumer or all.
+    """The oldest dead letters not retried yet (or all, retried ones too), of one consumer or all.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``include_retried``.
     """
     d = inbox_dead_letter
-    query = select(d).where(d.c.retried_at.is_(None)).order_by(d.c.id).limit(limit)
+    query = select(d).order_by(d.c.id).limit(limit)
+    if not include_retried:
+        query = query.where(d.c.retried_at.is_(None))
     if consumer is not None:
         query = query.where(d.c.consumer == consumer)
     with engine.connect() as conn:

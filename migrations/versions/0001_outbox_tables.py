@@ -1,4 +1,4 @@
-"""pre: create the outbox table and its dead-letter table
+"""outboxkit: create the outbox table and its dead-letter table
 
 Revision ID: 0001_outbox
 Revises:

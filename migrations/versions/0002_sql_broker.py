@@ -1,4 +1,4 @@
-"""pre: create the SQL-table broker's stream, group and pending tables
+"""outboxkit: create the SQL-table broker's stream, group and pending tables
 
 Revision ID: 0002_sql_broker
 Revises: 0001_outbox

@@ -1,4 +1,4 @@
-"""pre: relay leases, members and state; SQL-broker fences; PostgreSQL wake-up trigger
+"""outboxkit: relay leases, members and state; SQL-broker fences; PostgreSQL wake-up trigger
 
 Revision ID: 0003_relay
 Revises: 0002_sql_broker

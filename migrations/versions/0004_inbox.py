@@ -1,4 +1,4 @@
-"""pre: create the inbox, the consumer dead-letter table and the stream lease table
+"""outboxkit: create the inbox, the consumer dead-letter table and the stream lease table
 
 Revision ID: 0004_inbox
 Revises: 0003_relay

@@ -1,4 +1,4 @@
-"""pre: create the saga instance, step log, timer and participant decision tables
+"""outboxkit: create the saga instance, step log, timer and participant decision tables
 
 Revision ID: 0005_saga
 Revises: 0004_inbox

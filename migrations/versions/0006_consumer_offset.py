@@ -1,4 +1,4 @@
-"""pre: create the consumer offset table (Kafka offsets stored with the inbox rows)
+"""outboxkit: create the consumer offset table (Kafka offsets stored with the inbox rows)
 
 Revision ID: 0006_consumer_offset
 Revises: 0005_saga

@@ -39,19 +39,34 @@ def test_consumer_dead_letters_list_retry_purge(
     engine = sa.create_engine(pg_url)
     domain.create_all(engine)  # the fix
     engine.dispose()
-    retried = run_cli(
-        "consumer-dead-letters", "retry", str(handler_failure["id"]), "--handlers", "tests.e2e.inbox_app:registry",
+    retried = run_cli(  # the registry comes first, as `consume` takes it (#9)
+        "consumer-dead-letters", "retry", "tests.e2e.inbox_app:registry", str(handler_failure["id"]),
         "--db", pg_url,
     )  # fmt: skip
     assert retried.returncode == 0, retried.stderr
     assert f"{handler_failure['id']}\tprocessed" in retried.stdout
+    assert "deprecated" not in retried.stderr
     assert count_effects(pg_url) == 1
-    again = run_cli(
+    again = run_cli(  # the 0.1 spelling still works, with one warning line
         "consumer-dead-letters", "retry", str(handler_failure["id"]), "--handlers", "tests.e2e.inbox_app:registry",
         "--db", pg_url,
     )  # fmt: skip
     assert count_effects(pg_url) == 1  # retrying twice applies it once
     assert again.returncode in (0, 2)
+    assert "--handlers is deprecated" in again.stderr
+
+    pending = run_cli("consumer-dead-letters", "list", "--db", pg_url, "--group", "billing", "--json")
+    assert [json.loads(line)["id"] for line in pending.stdout.splitlines()] == [garbage["id"]]
+    everything = run_cli(
+        "consumer-dead-letters", "list", "--all", "--db", pg_url, "--group", "billing", "--json"
+    )
+    assert everything.returncode == 0, everything.stderr
+    by_id = {d["id"]: d for d in map(json.loads, everything.stdout.splitlines())}
+    assert sorted(by_id) == sorted([handler_failure["id"], garbage["id"]])
+    assert by_id[handler_failure["id"]]["retried_at"] is not None
+    assert by_id[garbage["id"]]["retried_at"] is None
+    text = run_cli("consumer-dead-letters", "list", "--all", "--db", pg_url, "--group", "billing")
+    assert "retried_at=" in text.stdout
 
     refused = run_cli("consumer-dead-letters", "purge", "--db", pg_url)
     assert refused.returncode == 2
@@ -78,3 +93,19 @@ def test_consumer_dead_letters_list_shows_key_column(pg_url: str) -> None:
     listed = run_cli("consumer-dead-letters", "list", "--db", pg_url)
     assert listed.returncode == 0, listed.stderr
     assert "\tbilling\torders\tkey=o-7\t" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["7"], "handlers first"),
+        (["tests.e2e.inbox_app:registry"], "at least one dead letter id"),
+        (["tests.e2e.inbox_app:registry", "seven"], "whole numbers"),
+    ],
+)
+def test_consumer_dead_letters_retry_bad_input_is_one_line(args: list[str], needle: str) -> None:
+    """A retry without the registry, without ids or with a non-number id: one line, exit 2 (#9)."""
+    result = run_cli("consumer-dead-letters", "retry", *args, "--db", "sqlite:///unused.db")
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
