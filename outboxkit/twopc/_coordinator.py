@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from outbox import ConfigError, StorageError, redact_url
 
-from ._log import ABORT, COMMIT, decide
+from ._log import COMMIT, decide
 
 __all__ = [
     "GID_PREFIX",
@@ -97,7 +97,7 @@ class TwoPhaseCoordinator:
     ) -> None:
         self._log_info = conninfo(log_url)
         self._infos = {name: conninfo(url) for name, url in participants.items()}
-        self._observer = observer or (lambda phase, gtrid: None)
+        self._observer = observer or _ignore
 
     def check(self) -> None:
         """Refuse, with one line, participants whose server has max_prepared_transactions = 0."""
@@ -131,7 +131,11 @@ class TwoPhaseCoordinator:
                 conn.close()
 
     def _prepare_all(
-        self, gtrid: str, work: Mapping[str, Work], conns: Mapping[str, psycopg.Connection], prepared: list[str]
+        self,
+        gtrid: str,
+        work: Mapping[str, Work],
+        conns: Mapping[str, psycopg.Connection],
+        prepared: list[str],
     ) -> str | None:
         """Prepare each participant in turn; the first "no" vote (or error) stops and is returned."""
         for name, job in work.items():
@@ -146,6 +150,10 @@ class TwoPhaseCoordinator:
                 return f"{name}: {exc}" if isinstance(exc, VoteNo) else f"{name}: {type(exc).__name__}"
             prepared.append(name)
         return None
+
+
+def _ignore(phase: Phase, gtrid: str) -> None:
+    del phase, gtrid
 
 
 def _connect(info: str, name: str) -> psycopg.Connection:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import psycopg
 
-__all__ = ["COMMIT", "ABORT", "create_log", "decide", "read_decision"]
+from outbox import StorageError
+
+__all__ = ["ABORT", "COMMIT", "create_log", "decide", "read_decision"]
 
 COMMIT = "commit"
 ABORT = "abort"
@@ -41,7 +43,9 @@ def decide(log: psycopg.Connection, gtrid: str, decision: str) -> str:
         row = log.execute(
             "SELECT decision FROM outboxkit_twopc_decision WHERE gtrid = %s", (gtrid,)
         ).fetchone()
-    assert row is not None  # inserted or already there, in this transaction
+    if row is None:  # inserted or already there, in this transaction: cannot happen
+        msg = f"decision log lost the row of {gtrid}"
+        raise StorageError(msg)
     return str(row[0])
 
 

@@ -46,7 +46,9 @@ def _count(url: str) -> int:
 
 def _prepared(url: str) -> int:
     with psycopg.connect(conninfo(url)) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()").fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -85,8 +87,11 @@ def _crash_at(dbs: dict[str, str], phase: str) -> str:
     _coordinator(dbs)  # the log table
     env = {**os.environ, "TWOPC_LOG": dbs["log"], "TWOPC_A": dbs["a"], "TWOPC_B": dbs["b"]}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, str(ROOT / "tests" / "twopc_child.py"), phase], env=env, stdout=subprocess.PIPE, text=True
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "twopc_child.py"), phase],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
