@@ -119,3 +119,13 @@ def test_recovery_after_a_sigkilled_coordinator_is_idempotent(
         assert read_decision(log, gtrid) == ("commit" if committed else "abort")
     assert recover(dbs["log"], participants) == []  # nothing left in doubt
     assert (_count(dbs["a"]), _count(dbs["b"])) == ((1, 1) if committed else (0, 0))
+
+
+def test_recover_command_finishes_in_doubt_transactions(dbs: dict[str, str]) -> None:
+    from outboxkit.cli._main import main  # noqa: PLC0415 - the command line under test
+
+    _crash_at(dbs, "decided")
+    args = ["twopc", "recover", "--db", dbs["log"], "--participant", f"a={dbs['a']}"]
+    assert main([*args, "--participant", f"b={dbs['b']}"]) == 0
+    assert (_count(dbs["a"]), _count(dbs["b"])) == (1, 1)
+    assert main(["twopc", "recover", "--db", dbs["log"], "--participant", "nonsense"]) == 2
