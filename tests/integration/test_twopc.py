@@ -6,15 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from outbox import ConfigError
 from outboxkit.twopc import TwoPhaseCoordinator, VoteNo, conninfo, create_log, read_decision, recover
 from tests._db import unique_database_name
-from tests._servers import PostgresAdmin
+from tests._servers import PostgresAdmin, PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,3 +130,12 @@ def test_recover_command_finishes_in_doubt_transactions(dbs: dict[str, str]) -> 
     assert main([*args, "--participant", f"b={dbs['b']}"]) == 0
     assert (_count(dbs["a"]), _count(dbs["b"])) == (1, 1)
     assert main(["twopc", "recover", "--db", dbs["log"], "--participant", "nonsense"]) == 2
+
+
+def test_a_server_without_prepared_transactions_is_one_clear_error(
+    pg_server_factory: Callable[..., PostgresServer],
+) -> None:
+    server = pg_server_factory(settings={"max_prepared_transactions": "0"})
+    url = server.url("postgres")
+    with pytest.raises(ConfigError, match=r"max_prepared_transactions > 0 on the a database"):
+        TwoPhaseCoordinator(url, {"a": url}).check()
