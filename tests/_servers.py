@@ -83,6 +83,8 @@ PG_FAST_SETTINGS: Final = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
     "max_connections": "300",
+    # 2PC baseline (outboxkit.twopc): PREPARE TRANSACTION needs a slot per prepared transaction.
+    "max_prepared_transactions": "64",
 }
 
 # redis-py retries connection errors with backoff by default: probes must not.

@@ -26,6 +26,7 @@ from ._saga_cmd import saga_app
 from ._saga_ops_cmd import saga_abort, saga_list, saga_retry
 from ._soak_cmd import soak
 from ._status_cmd import status
+from ._twopc_cmd import twopc_app
 
 EXIT_USAGE = 2
 # Typer >= 0.29 vendors Click under typer._click; older releases use click.
@@ -59,6 +60,7 @@ saga_app.command(name="list")(saga_list)
 saga_app.command(name="retry")(saga_retry)
 saga_app.command(name="abort")(saga_abort)
 app.add_typer(saga_app, name="saga")
+app.add_typer(twopc_app, name="twopc")
 
 
 def _version(value: bool) -> None:
