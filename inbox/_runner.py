@@ -455,6 +455,12 @@ class ConsumerRunner:
                     self._log.warning(
                         "inbox.broker_unavailable", stream=worker.stream, error=str(exc), attempt=failures
                     )
+                    # A failed read may have been executed with its reply lost (a
+                    # link reset): its entries are pending for *this* consumer and
+                    # a read of new entries would overtake them, breaking per-key
+                    # order (the faults soak, issue 17). Claim everything pending
+                    # first, as a takeover does, before reading new entries again.
+                    next_claim, min_idle = 0.0, dt.timedelta(0)
                     await _wait_event(worker.stop, min(0.2 * 2**failures, 5.0))
         finally:
             await self._release(worker)

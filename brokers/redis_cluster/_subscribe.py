@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio.cluster as aiocluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 from brokers._subscriber import Delivery
@@ -53,6 +55,8 @@ class RedisClusterSubscriber(RedisStreamsSubscriber):
             decode_responses=False,
             socket_timeout=socket_timeout.total_seconds(),
             socket_connect_timeout=socket_timeout.total_seconds(),
+            # No client-side retries of XREADGROUP ">" (see redis_streams/_subscribe.py, issue 17).
+            retry=Retry(NoBackoff(), 0),
             **parsed.client_options(),  # type: ignore[arg-type]
         )
         return cls(client, socket_timeout=socket_timeout, where=redact_url(url))  # type: ignore[arg-type]

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from outbox._redact import redact_url
@@ -90,6 +92,12 @@ class RedisStreamsSubscriber:
                 socket_timeout=socket_timeout.total_seconds(),
                 socket_connect_timeout=socket_timeout.total_seconds(),
                 health_check_interval=30,
+                # No client-side retries: XREADGROUP ">" is not idempotent. A
+                # retry after a reset link whose reply was lost silently returns
+                # the *next* entries while the first ones sit pending for this
+                # consumer, and a key's later event overtakes its earlier one
+                # (issue 17). The runner sees the failure and claims them first.
+                retry=Retry(NoBackoff(), 0),
             )
         except ValueError as exc:
             msg = f"invalid Redis URL {redact_url(url)}: {exc.args[0] if exc.args else exc}"
