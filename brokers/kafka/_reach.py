@@ -18,7 +18,7 @@ import time
 from typing import Protocol
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import ClusterMetadata
+from confluent_kafka.admin._metadata import ClusterMetadata
 
 from ._errors import ErrorLog
 
