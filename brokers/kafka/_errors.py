@@ -77,12 +77,32 @@ class ErrorLog:
         self._lock = threading.Lock()
         self._last: KafkaError | None = None
         self._auth: KafkaError | None = None
+        self._down = False  # librdkafka says "all brokers down" once, when the last one goes
+        self._refused = False  # a connection failed since begin_probe(); these repeat while down
 
     def __call__(self, error: KafkaError) -> None:
         with self._lock:
             self._last = error
             if is_auth(error):
                 self._auth = error
+            if error.code() == KafkaError._ALL_BROKERS_DOWN:  # noqa: SLF001
+                self._down = True
+            self._refused = self._refused or error.code() == KafkaError._TRANSPORT or is_auth(error)  # noqa: SLF001
+
+    def begin_probe(self) -> None:
+        """Start watching for failed connections (:func:`._reach.bounded_metadata`)."""
+        with self._lock:
+            self._refused = False
+
+    def brokers_answered(self) -> None:
+        """A request succeeded: "all brokers down" is over."""
+        with self._lock:
+            self._down = False
+
+    def refusing(self) -> bool:
+        """Every broker went down (or refused the login), and connections failed since :meth:`begin_probe`."""
+        with self._lock:
+            return (self._down or self._auth is not None) and self._refused
 
     def take(self) -> KafkaError | None:
         """The refused authentication, else the last error, since the previous call; None if none."""

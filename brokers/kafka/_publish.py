@@ -41,6 +41,7 @@ from .._publisher import EntryOutcome, EntryStatus, Fence, OutgoingEntry, Publis
 from ._config import KafkaConfig, Partitioner, parse_kafka_url
 from ._errors import ErrorLog, is_auth, is_entry_error, reason
 from ._fences import FenceLog, fence_record, incarnation_record, new_token
+from ._reach import bounded_metadata
 from ._topics import check_prefix, fence_topic, target_of
 from ._wire import record_from_fields
 
@@ -263,7 +264,7 @@ class KafkaPublisher:
         """
         producer = self._open()
         try:
-            producer.list_topics(timeout=self._timeout)
+            bounded_metadata(producer, self._errors, self._timeout)
         except KafkaException as exc:
             raise self._broker_error("checking the broker", exc.args[0] if exc.args else None) from None
 

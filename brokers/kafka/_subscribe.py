@@ -44,6 +44,7 @@ from .._subscriber import Delivery, GroupStatus, PositionLookup, RedeliveryHoriz
 from ._config import KafkaConfig, parse_kafka_url
 from ._errors import ErrorLog, is_auth, reason
 from ._group import GroupMember, Pending
+from ._reach import bounded_metadata
 from ._topics import KafkaTarget, stream_name, target_of
 from ._wire import fields_from_record
 
@@ -146,7 +147,7 @@ class KafkaSubscriber:
 
     def _prepare_topics(self, wanted: Mapping[str, int]) -> None:
         admin = self._admin_client()
-        metadata = admin.list_topics(timeout=self._timeout)
+        metadata = bounded_metadata(admin, self._errors, self._timeout)
         missing = [t for t in wanted if t not in metadata.topics or metadata.topics[t].error is not None]
         if missing:
             new = [NewTopic(t, num_partitions=wanted[t], replication_factor=-1) for t in missing]
@@ -338,7 +339,9 @@ class KafkaSubscriber:
 
     async def list_streams(self, prefix: str = "") -> dict[str, int]:
         """Every non-empty partition of the topics under ``prefix``, as a stream, with its record count."""
-        metadata = await self._call("Metadata", self._admin_client().list_topics, None, self._timeout)
+        metadata = await self._call(
+            "Metadata", bounded_metadata, self._admin_client(), self._errors, self._timeout
+        )
         topics = {n: len(t.partitions) for n, t in metadata.topics.items()
                   if n.startswith(prefix) and _FENCE_MARK not in n}  # fmt: skip
         result: dict[str, int] = {}
